@@ -1,0 +1,20 @@
+"""fastrnn: Elman, LSTM and GRU layers as drop-in replacements for torch.nn, with fused kernels.
+
+    import fastrnn
+    lstm = fastrnn.LSTM(input_size, hidden_size, num_layers=2)   # was torch.nn.LSTM
+
+Backends: see :mod:`fastrnn.backends` (``backend=`` argument, ``fastrnn.use_backend``,
+``FASTRNN_BACKEND``).
+"""
+
+from . import functional
+from .backends import BackendError, registered_backends, use_backend
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from . import reference as _reference  # noqa: F401  (registers the "reference" backend)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "functional", "use_backend", "registered_backends", "BackendError",
+]

@@ -1,0 +1,346 @@
+"""Drop-in replacements for torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU.
+
+Constructor arguments, parameter names, shapes, registration order, initialisation, forward
+signature, outputs and errors follow torch.nn, so ``state_dict``s load both ways and, with the
+same seed, a fastrnn module starts from the same weights as its torch.nn twin. The one addition
+is ``backend=`` (see :mod:`fastrnn.backends`).
+
+These classes deliberately do not subclass ``torch.nn.RNNBase``: TorchDynamo breaks the graph on
+every instance of it, and cuDNN weight flattening has no meaning here.
+
+A forward pass turns the input into a time-major padded batch plus optional per-sequence
+lengths (PackedSequence input), then runs each layer and direction through
+:func:`fastrnn.functional.rnn_layer`, with dropout between layers in training mode.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .. import backends
+from ..cells import get_cell
+from ..functional import layer_problem, rnn_layer
+from ..packing import packed_to_padded, padded_to_packed
+
+
+class RNNBase(nn.Module):
+    """Shared constructor, parameters and forward of RNN, LSTM and GRU."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.cell = get_cell(mode)
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout) if isinstance(dropout, numbers.Number) else dropout
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backends.check_backend_name(backend)
+        _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = self.cell.num_gates * hidden_size
+        h_out = proj_size if proj_size > 0 else hidden_size
+        self._all_weights: List[List[str]] = []
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                suffix = "_reverse" if direction == 1 else ""
+                layer_input = input_size if layer == 0 else h_out * self.num_directions
+                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, h_out)}
+                if bias:
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                if proj_size > 0:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                names = []
+                for kind, shape in shapes.items():
+                    name = f"{kind}_l{layer}{suffix}"
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name)
+                self._all_weights.append(names)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _flat_weights_names(self) -> List[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> List[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept so code written for torch.nn (e.g. under DataParallel) runs unchanged."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if self.backend != backends.AUTO:
+            s += f", backend={self.backend!r}"
+        return s
+
+    # ----------------------------------------------------------------------------- forward
+
+    def forward(self, input, hx=None):
+        x, lengths, packed, batched = self._time_major_input(input)
+        h0, c0 = self._initial_state(x, hx, packed is not None, batched)
+        out, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+        if packed is not None:
+            output = padded_to_packed(out, packed)
+        elif not batched:
+            output = out.squeeze(1)
+        else:
+            output = out.transpose(0, 1) if self.batch_first else out
+        if not batched:
+            h_n = h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        return output, ((h_n, c_n) if self.cell.has_cell_state else h_n)
+
+    def explain_backend(self, input, hx=None) -> backends.BackendChoice:
+        """Which backend a forward on ``input`` would run (for the first layer), and why."""
+        x, lengths, _, _ = self._time_major_input(input)
+        w_hr = getattr(self, "weight_hr_l0", None)
+        problem = layer_problem(self.cell, x, self.hidden_size, w_hr, self.bias, lengths is not None)
+        return backends.explain(problem, self.backend)
+
+    def _time_major_input(self, input):
+        """-> (x (T, B, I), lengths or None, PackedSequence or None, batched)."""
+        name = "RNN" if self.mode.startswith("RNN") else self.mode
+        if isinstance(input, PackedSequence):
+            self._check_input(input.data, expected_dim=2)
+            x, lengths = packed_to_padded(input)
+            return x, lengths, input, True
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+        self._check_input(x, expected_dim=3)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        return x, None, None, batched
+
+    def _check_input(self, x: Tensor, expected_dim: int) -> None:
+        weight = self.weight_ih_l0
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
+            )
+        if x.device != weight.device:
+            raise RuntimeError(
+                f"Expected input on the module's device {weight.device}, got input on {x.device}. "
+                f"Move one of them: input.to('{weight.device}') or model.to('{x.device}')"
+            )
+        if x.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
+        if x.size(-1) != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
+            )
+
+    def _initial_state(self, x: Tensor, hx, packed: bool, batched: bool):
+        """Validate hx as torch.nn does and return (h0, c0) of shape (layers*dirs, B, *)."""
+        batch = x.shape[1]
+        h_out = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h_shape = (self.num_layers * self.num_directions, batch, h_out)
+        c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        lstm = self.cell.has_cell_state
+        if hx is None:
+            return x.new_zeros(h_shape), (x.new_zeros(c_shape) if lstm else None)
+        if lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")
+            h0, c0 = hx
+        else:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"{self.mode}: hx must be a Tensor, got {_describe(hx)}")
+            h0, c0 = hx, None
+        if not packed:
+            want = 3 if batched else 2
+            dims = [t.dim() for t in (h0, c0) if t is not None]
+            if any(d != want for d in dims):
+                kind = "batched 3-D" if batched else "unbatched 2-D"
+                if lstm:
+                    raise RuntimeError(
+                        f"For {kind} input, hx and cx should also be {want}-D but got "
+                        f"({dims[0]}-D, {dims[1]}-D) tensors"
+                    )
+                raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {dims[0]}-D tensor")
+            if not batched:
+                h0 = h0.unsqueeze(1)
+                c0 = c0.unsqueeze(1) if c0 is not None else None
+        names = ("hidden[0]", "hidden[1]") if lstm else ("hidden", None)
+        for name, tensor, shape in ((names[0], h0, h_shape), (names[1], c0, c_shape)):
+            if tensor is None:
+                continue
+            if tuple(tensor.shape) != shape:
+                raise RuntimeError(f"Expected {name} size {shape}, got {list(tensor.shape)}")
+            if tensor.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise RuntimeError(f"Expected {name} with dtype {x.dtype} (the input's), got {tensor.dtype}")
+            if tensor.device != x.device:
+                raise RuntimeError(f"Expected {name} on device {x.device} (the input's), got {tensor.device}")
+        return h0, c0
+
+    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor]):
+        h_finals, c_finals = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
+                out, h, c = rnn_layer(
+                    self.cell,
+                    x,
+                    h0[k],
+                    c0[k] if c0 is not None else None,
+                    weights["weight_ih"],
+                    weights["weight_hh"],
+                    weights.get("bias_ih"),
+                    weights.get("bias_hh"),
+                    weights.get("weight_hr"),
+                    lengths=lengths,
+                    reverse=direction == 1,
+                    backend=self.backend,
+                )
+                outputs.append(out)
+                h_finals.append(h)
+                c_finals.append(c)
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        c_n = torch.stack(c_finals) if self.cell.has_cell_state else None
+        return x, torch.stack(h_finals), c_n
+
+
+def _describe(value) -> str:
+    if isinstance(value, Tensor):
+        return f"a Tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
+def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
+    """The checks, exception types and messages of torch.nn.RNNBase.__init__."""
+    if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed, got {dropout!r}"
+        )
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+            stacklevel=4,
+        )
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero, got {value}")
+    if not isinstance(proj_size, int) or isinstance(proj_size, bool):
+        raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+    if proj_size < 0:
+        raise ValueError(f"proj_size should be a positive integer or zero to disable projections, got {proj_size}")
+    if proj_size >= hidden_size:
+        raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} >= hidden_size={hidden_size}")
+
+
+def _no_proj_size(kwargs: dict) -> None:
+    if "proj_size" in kwargs:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+
+
+class RNN(RNNBase):
+    """Elman RNN, ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act = tanh or relu.
+
+    Arguments as torch.nn.RNN: (input_size, hidden_size, num_layers=1, nonlinearity='tanh',
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None),
+    plus ``backend='auto'``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        _no_proj_size(kwargs)
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__("RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU", *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(RNNBase):
+    """LSTM, gates (i, f, g, o): ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)`` (times W_hr
+    with proj_size). Arguments as torch.nn.LSTM plus ``backend='auto'``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+
+class GRU(RNNBase):
+    """GRU, gates (r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``,
+    ``h_t = (1-z)*n + z*h_{t-1}``. Arguments as torch.nn.GRU plus ``backend='auto'``."""
+
+    def __init__(self, *args, **kwargs):
+        _no_proj_size(kwargs)
+        super().__init__("GRU", *args, **kwargs)

@@ -1,0 +1,143 @@
+"""Drop-in replacements for torch.nn.RNNCell, LSTMCell and GRUCell.
+
+Same constructor (plus ``backend=``), parameters, initialisation, forward and errors as torch.nn.
+One cell step is a layer of one time step, so it runs through the same seam,
+:func:`fastrnn.functional.rnn_layer`, as the multi-step modules.
+
+One deliberate difference: an unknown ``nonlinearity`` for RNNCell raises ValueError in the
+constructor (as torch.nn.RNN does) instead of RuntimeError at the first forward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import backends
+from ..cells import get_cell
+from ..functional import rnn_layer
+
+
+class RNNCellBase(nn.Module):
+    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None, *, backend="auto"):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {value}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        self.cell = get_cell(mode)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.backend = backends.check_backend_name(backend)
+        factory = {"device": device, "dtype": dtype}
+        gate_size = self.cell.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        if self.backend != backends.AUTO:
+            s += f", backend={self.backend!r}"
+        return s
+
+    def _step(self, cls_name: str, input: Tensor, states):
+        """Validate as torch.nn's cells do, run one step; ``states`` is a tuple of h (and c)."""
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if x.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
+        if x.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise RuntimeError(f"input dtype ({x.dtype}) does not match weight dtype ({self.weight_ih.dtype})")
+        if x.device != self.weight_ih.device:
+            raise RuntimeError(f"Expected input on the module's device {self.weight_ih.device}, got {x.device}")
+        if states is None:
+            states = (x.new_zeros(x.size(0), self.hidden_size),) * (2 if self.cell.has_cell_state else 1)
+        else:
+            states = tuple(s if batched else s.unsqueeze(0) for s in states)
+            for k, s in enumerate(states):
+                if s.size(0) != x.size(0):
+                    raise RuntimeError(f"Input batch size {x.size(0)} doesn't match hidden{k} batch size {s.size(0)}")
+                if s.size(1) != self.hidden_size:
+                    raise RuntimeError(
+                        f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, expected {self.hidden_size}"
+                    )
+                if s.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                    raise RuntimeError(f"hidden{k} dtype ({s.dtype}) does not match input dtype ({x.dtype})")
+                if s.device != x.device:
+                    raise RuntimeError(f"hidden{k} is on device {s.device}, but input is on {x.device}")
+        c0 = states[1] if self.cell.has_cell_state else None
+        _, h, c = rnn_layer(
+            self.cell, x.unsqueeze(0), states[0], c0, self.weight_ih, self.weight_hh,
+            self.bias_ih, self.bias_hh, backend=self.backend,
+        )
+        out = (h, c) if self.cell.has_cell_state else (h,)
+        return tuple(t if batched else t.squeeze(0) for t in out)
+
+    @staticmethod
+    def _check_hidden_dims(cls_name: str, hx, label: str) -> None:
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"{cls_name}: Expected {label} to be 1D or 2D, got {hx.dim()}D instead")
+
+
+class RNNCell(RNNCellBase):
+    """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act = tanh or relu."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None, *, backend="auto"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        self.nonlinearity = nonlinearity
+        mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(mode, input_size, hidden_size, bias, device, dtype, backend=backend)
+
+    def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
+        self._check_hidden_dims("RNNCell", hx, "hidden")
+        return self._step("RNNCell", input, None if hx is None else (hx,))[0]
+
+
+class LSTMCell(RNNCellBase):
+    """LSTM cell, gates (i, f, g, o): ``c' = f*c + i*g``, ``h' = o*tanh(c')``. Returns (h', c')."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend="auto"):
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, backend=backend)
+
+    def forward(self, input: Tensor, hx=None):
+        if hx is not None:
+            for k, value in enumerate(hx):
+                self._check_hidden_dims("LSTMCell", value, f"hx[{k}]")
+        return self._step("LSTMCell", input, hx)
+
+
+class GRUCell(RNNCellBase):
+    """GRU cell, gates (r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h' = (1-z)*n + z*h``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend="auto"):
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype, backend=backend)
+
+    def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
+        self._check_hidden_dims("GRUCell", hx, "hidden")
+        return self._step("GRUCell", input, None if hx is None else (hx,))[0]
