@@ -1,0 +1,42 @@
+"""The CUDA extension fastrnn._C: built and importable wherever it can be built.
+
+setup.py builds it when torch is a CUDA build and nvcc is found (FASTRNN_BUILD_CUDA=auto) or
+must build it (FASTRNN_BUILD_CUDA=1, as in CI). On a GPU the build probe kernel also runs.
+"""
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+import torch
+
+CAN_BUILD = torch.version.cuda is not None and (shutil.which("nvcc") or os.environ.get("CUDA_HOME"))
+MUST_BUILD = os.environ.get("FASTRNN_BUILD_CUDA") == "1"
+
+
+@pytest.mark.skipif(not (CAN_BUILD or MUST_BUILD), reason="no CUDA build of torch or no nvcc: the extension is not built here")
+def test_extension_imports_with_its_architectures():
+    assert importlib.util.find_spec("fastrnn._C") is not None, "fastrnn._C was not built (see setup.py log)"
+    from fastrnn import _C
+
+    archs = _C.cuda_archs.split(";")
+    assert archs and all(a.rstrip("af").isdigit() for a in archs), _C.cuda_archs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU to launch the probe kernel")
+def test_probe_kernel_runs_on_gpu():
+    from fastrnn import _C
+
+    out = torch.full((100_003,), float("nan"), device="cuda")
+    _C.probe_iota(out)
+    torch.testing.assert_close(out.cpu(), torch.arange(100_003, dtype=torch.float32))
+
+
+@pytest.mark.skipif(not (CAN_BUILD or MUST_BUILD), reason="extension not built here")
+def test_probe_rejects_bad_input_with_a_clear_message():
+    from fastrnn import _C
+
+    with pytest.raises(RuntimeError, match="expected a CUDA tensor"):
+        _C.probe_iota(torch.zeros(3))
