@@ -7,7 +7,7 @@ Shapes (time-major, like torch.nn with ``batch_first=False``):
 
     x        (T, B, I)
     h0       (B, H_out)      H_out = proj_size if proj_size > 0 else H
-    c0       (B, H)          LSTM only
+    c0       (B, H)          LSTM only; h0 and c0 are both given or both None (zeros)
     lengths  (B,) int        optional; step t of sequence b runs only when t < lengths[b].
                              Past its length a sequence keeps its state and outputs zeros.
     returns  out (T, B, H_out), h_T (B, H_out), c_T (B, H) or None
@@ -93,18 +93,47 @@ def rnn_layer(
     backend: str = "auto",
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Run ``cell`` over the sequence ``x`` on the selected backend (see module docstring)."""
+    autocast_dtype = _autocast_dtype(x)
+    if autocast_dtype is not None:
+        # Under autocast the whole layer runs in the autocast dtype, as torch.nn's recurrent ops
+        # do under CUDA autocast: cast x, the states and the weights once here (differentiably,
+        # so fp32 master weights get fp32 grads) and run the backend with autocast off, so every
+        # backend sees one dtype and returns outputs and states in it.
+        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = (
+            _cast(t, autocast_dtype) for t in (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+        )
+        with torch.autocast(x.device.type, enabled=False):
+            return rnn_layer(
+                cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                lengths=lengths, reverse=reverse, backend=backend,
+            )
     hidden = weight_hh.shape[0] // cell.num_gates
     h_out = weight_hr.shape[0] if weight_hr is not None else hidden
-    if h0 is None:
+    if h0 is None and c0 is None and x.dim() == 3:  # zero initial state; an LSTM needs both or neither
         h0 = x.new_zeros((x.shape[1], h_out))
-    if c0 is None and cell.has_cell_state:
-        c0 = x.new_zeros((x.shape[1], hidden))
+        c0 = x.new_zeros((x.shape[1], hidden)) if cell.has_cell_state else None
     _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
     problem = layer_problem(cell, x, hidden, weight_hr, bias_ih is not None, lengths is not None)
     choice = backends.explain(problem, backend)
     return backends.get_backend(choice.backend).run_layer(
         cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse
     )
+
+
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast would run a matmul on ``x`` in, or None when autocast is off for it."""
+    if not x.is_floating_point() or x.dtype == torch.float64:  # autocast leaves float64 alone
+        return None
+    if not torch.is_autocast_enabled(x.device.type):
+        return None
+    return torch.get_autocast_dtype(x.device.type)
+
+
+def _cast(tensor: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    # Same eligibility as autocast's own casts: floating point, not float64.
+    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
+        return tensor
+    return tensor.to(dtype)
 
 
 def layer_problem(cell, x, hidden_size, weight_hr, has_bias, has_lengths) -> LayerProblem:

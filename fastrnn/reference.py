@@ -27,6 +27,9 @@ from .backends import Backend, register_backend
 from .cells import Cell
 
 
+_UNBIND_CHUNK = 256  # steps per unbind node (see reference_layer)
+
+
 def reference_layer(
     cell: Cell,
     x: Tensor,
@@ -47,8 +50,10 @@ def reference_layer(
     if cell.sums_preactivations and bias_hh is not None:
         input_bias, recurrent_bias = bias_ih + bias_hh, None
     # All steps' input projections in one GEMM. unbind (not gx[t]) so that backward gathers the
-    # per-step gradients with one stack instead of one zero-filled (T, B, G*H) tensor per step.
-    gx = F.linear(x, weight_ih, input_bias).unbind(0)
+    # per-step gradients with one stack instead of one zero-filled (T, B, G*H) tensor per step;
+    # unbind per chunk of steps, because autograd's cost per gradient arriving at one unbind
+    # node grows with its number of outputs (backward time quadratic in T for long sequences).
+    gx = [step for chunk in F.linear(x, weight_ih, input_bias).split(_UNBIND_CHUNK) for step in chunk.unbind(0)]
 
     seq_len = x.shape[0]
     active = None

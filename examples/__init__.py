@@ -1,0 +1,1 @@
+"""Runnable examples built on fastrnn's modules (see examples/README.md)."""

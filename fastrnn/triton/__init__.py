@@ -1,0 +1,26 @@
+"""Triton backend of fastrnn: persistent recurrent kernels for Elman (tanh/relu), LSTM and GRU.
+
+Files (one fact per place):
+
+- ``capacity.py``      the largest hidden size the kernels take, per cell, dtype and regime, and why
+- ``cell_ids.py``      cell ids and what the forward saves for the backward (no Triton import)
+- ``cell_pointwise.py`` the per-cell pointwise forward/backward formulas as ``@triton.jit`` helpers
+                       (the equations of :mod:`fastrnn.cells`, differentiated by hand)
+- ``forward.py``       small-H persistent forward kernel (all T steps in one launch, one program
+                       per batch tile holding all of W_hh)
+- ``backward.py``      small-H persistent reverse-time backward kernel
+- ``large_h.py``       large-H forward and backward kernels (W_hh split across programs, a grid
+                       barrier per step, or one launch per step)
+- ``autograd.py``      the ``torch.autograd.Function``: regime choice, launches, torch GEMMs
+- ``backend.py``       registration as backend ``"triton"`` and the support checks
+- ``resources.py``     compiles the kernels for sm_90 without a GPU and reports regs/shared memory
+
+Importing this package (and ``backend.py``) does not import Triton: ``import fastrnn`` stays fast
+and works where Triton is missing. The kernel modules import Triton and are only loaded when a
+layer actually runs on this backend. Note that Triton decides at kernel *definition* time whether
+to interpret (``TRITON_INTERPRET=1``, runs on the CPU) or compile, so the variable must be set
+before the first Triton layer runs in a process.
+
+The backend is registered with ``auto=False``: ``backend="auto"`` never picks it until the kernels
+have passed the equivalence tests on a real GPU; ``backend="triton"`` runs it.
+"""

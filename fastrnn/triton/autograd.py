@@ -1,0 +1,311 @@
+"""The autograd Function of the Triton backend: torch GEMMs around the two persistent kernels.
+
+Forward (one layer-direction):
+    gx  = x @ W_ih^T + b          one GEMM over all T steps (torch); b = b_ih + b_hh, except the
+                                  GRU's n block which gets b_in only (b_hn goes to the kernel,
+                                  because r multiplies W_hn h + b_hn)
+    out, h_T, c_T, saved = recurrent_forward_kernel(gx, W_hh, ...)
+
+Backward:
+    dgx, dgh_n, dh0, dc0 = recurrent_backward_kernel(dout, dh_T, dc_T, W_hh, saved, ...)
+    dgh   = dgx, except the GRU's n block: dgh_n = da_n * r
+    dx    = dgx @ W_ih                         (T*B, G*H) x (G*H, I)
+    dW_ih = dgx^T @ x                          (G*H, T*B) x (T*B, I)
+    dW_hh = dgh^T @ h_prev                     h_prev[t] = state before step t (h0 at the first
+                                               active step of each sequence)
+    db_ih = sum_{t,b} dgx,  db_hh = sum_{t,b} dgh
+
+Regime (make_plan): the small-H kernels (forward.py / backward.py: one program per batch tile
+with all of W_hh) up to capacity.small_h_capacity, else the large-H kernels (large_h.py: W_hh
+split in slices of 16 hidden units), persistent with a grid barrier when the slices fit one per
+SM, else one launch per step.
+
+The forward saves fp32 activations for the backward (cell_ids.NUM_SAVED values per unit and
+step: 1 Elman, 5 LSTM, 4 GRU) instead of recomputing them: fast, at (T, B, S*H) * 4 bytes.
+
+The backward is @once_differentiable: a second derivative through this backend raises
+"trying to differentiate twice a function that was marked with @once_differentiable". Use
+backend="reference" for double backward.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .backward import recurrent_backward_kernel
+from .capacity import MIN_BLOCK, block_size, small_h_capacity
+from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
+from .forward import recurrent_forward_kernel
+from .large_h import sliced_backward_kernel, sliced_forward_kernel
+
+# How many times each kernel was launched in this process, by regime ("forward", "backward" for
+# the small-H kernels, "large_h_forward", "large_h_backward"); the tests read it to prove the
+# Triton kernels (not a fallback) ran. A step-wise large-H run counts one per launch.
+LAUNCHES: collections.Counter = collections.Counter()
+
+BLOCK_B = 16  # sequences per program; tl.dot needs >= 16 rows
+
+# Debug switch (the tests turn it on): fill every buffer a kernel must write completely with NaN
+# before the launch, so an element the kernel forgets to write shows up as NaN in the results.
+POISON = False
+
+# Safety valve while the grid barrier is unverified on hardware: FASTRNN_TRITON_STEPWISE=1 makes
+# the large-H regime launch once per step instead of relying on co-resident programs.
+STEPWISE_ENV = "FASTRNN_TRITON_STEPWISE"
+
+# Test hook: force the large-H regime with this slice width (and persistent or step-wise mode)
+# for hidden sizes the small-H kernels would take, e.g. {"block_hs": 16, "persistent": False},
+# optionally with "groups" (batch groups: fewer than batch tiles makes programs loop over tiles).
+FORCE_LARGE_H: Optional[dict] = None
+
+
+def _empty(*shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """torch.empty on ``like``'s device (NaN-filled when POISON is on)."""
+    out = torch.empty(*shape, device=like.device, dtype=dtype or like.dtype)
+    return out.fill_(float("nan")) if POISON else out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one layer-direction is launched."""
+
+    large_h: bool  # False: small-H kernels (forward.py, backward.py); True: large_h.py
+    block_h: int  # padded hidden size
+    block_hs: int  # large-H: hidden units per program (slice width)
+    persistent: bool  # large-H: one launch with a grid barrier per step (else one launch per step)
+    num_warps: int
+    groups: int  # grid size along the batch: small-H one program per tile; large-H batch groups
+
+    def slices(self, hidden: int) -> int:
+        return triton.cdiv(hidden, self.block_hs)
+
+
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, device: torch.device) -> Plan:
+    from .backend import interpreting
+
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    block_h = block_size(hidden)
+    if FORCE_LARGE_H is None and hidden <= small_h_capacity(num_gates, itemsize):
+        return Plan(False, block_h, block_h, False, 4 if block_h <= 64 else 8, triton.cdiv(batch, BLOCK_B))
+    batch_tiles = triton.cdiv(batch, BLOCK_B)
+    sms = 1 if interpreting() or device.type != "cuda" else _num_sms(device)
+    if FORCE_LARGE_H is not None:
+        block_hs = FORCE_LARGE_H["block_hs"]
+        persistent = FORCE_LARGE_H["persistent"]
+        if persistent and interpreting() and triton.cdiv(hidden, block_hs) > 1:
+            raise ValueError("the interpreter runs programs one by one: a barrier over P > 1 deadlocks")
+    else:
+        # Slices of 16 units (capacity.py measured these); persistent when all slices can be
+        # resident at once (one program per SM), else one launch per step.
+        block_hs = MIN_BLOCK
+        persistent = triton.cdiv(hidden, block_hs) <= sms
+        if os.environ.get(STEPWISE_ENV, "0") == "1":
+            persistent = False
+    slices = triton.cdiv(hidden, block_hs)
+    # Batch groups: as many as stay co-resident in persistent mode, one per tile step-wise.
+    groups = min(batch_tiles, max(1, sms // slices)) if persistent else batch_tiles
+    if FORCE_LARGE_H is not None:
+        groups = FORCE_LARGE_H.get("groups", groups)
+    return Plan(True, block_h, block_hs, persistent, 4 if block_h * block_hs <= 64 * 64 else 8, groups)
+
+
+def _device_guard(tensor: Tensor):
+    """Triton launches on the current CUDA device: make it the tensors' device."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # TF32 only when torch allows it for matmuls (it is off by default); fp16/bf16 ignore it.
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def _widen_weights(dtype: torch.dtype) -> bool:
+    """Triton 3.8's interpreter computes tl.dot of bfloat16 tiles wrongly (numpy has no bfloat16;
+    the products come out as garbage), so under TRITON_INTERPRET=1 the kernels widen the bf16
+    weight tiles to fp32 (exact) and dot in fp32. Compiled kernels never take this path."""
+    from .backend import interpreting
+
+    return dtype == torch.bfloat16 and interpreting()
+
+
+def _prev_state(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
+    """(T, B, H): the state each step started from (only read where the step is active)."""
+    if not reverse:
+        return torch.cat([h0.unsqueeze(0), out[:-1]])
+    seq_len = out.shape[0]
+    shifted = torch.cat([out[1:], h0.unsqueeze(0)])
+    # The reverse direction's first active step (t = len-1) starts from h0; out[len] is 0 there.
+    has_prev = (torch.arange(1, seq_len + 1, device=out.device)[:, None] < lengths[None, :]).unsqueeze(-1)
+    return torch.where(has_prev, shifted, h0.unsqueeze(0))
+
+
+class TritonLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell_name: str, reverse: bool, lengths: Tensor, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        cell = CELL_IDS[cell_name]
+        seq_len, batch, _ = x.shape
+        gates = w_hh.shape[0]
+        hidden = w_hh.shape[1]
+        num_gates = gates // hidden
+        b_hn = None
+        bias = None
+        if b_ih is not None:
+            if cell == GRU:
+                bias = b_ih + torch.cat([b_hh[: 2 * hidden], b_hh.new_zeros(hidden)])
+                b_hn = b_hh[2 * hidden :].contiguous()
+            else:
+                bias = b_ih + b_hh
+        if b_hn is None:
+            b_hn = w_hh.new_zeros(hidden)
+        gx = F.linear(x, w_ih, bias).contiguous()
+        w_hh_c = w_hh.contiguous()
+        h0 = h0.contiguous()
+        c0_arg = c0.contiguous() if c0 is not None else h0  # never read for non-LSTM cells
+
+        # Not zero-filled: the kernel writes every element (the tests check that with POISON).
+        out = _empty(seq_len, batch, hidden, like=x)
+        h_t = _empty(batch, hidden, like=h0)
+        c_t = _empty(batch, hidden, like=h0) if cell == LSTM else h_t
+        saved = _empty(seq_len, batch, NUM_SAVED[cell] * hidden, like=x, dtype=torch.float32)
+        plan = make_plan(batch, hidden, num_gates, x.dtype, x.device)
+        consts = dict(
+            H=hidden, G=num_gates, S=NUM_SAVED[cell], CELL=cell, REVERSE=reverse, BLOCK_B=BLOCK_B,
+            BLOCK_H=plan.block_h, DOT_PRECISION=_dot_precision(x.dtype),
+            WIDEN_WEIGHTS=_widen_weights(x.dtype), num_warps=plan.num_warps,
+        )
+        with _device_guard(x):  # Triton launches on the current CUDA device
+            if not plan.large_h:
+                recurrent_forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+                    gx, w_hh_c, b_hn, h0, c0_arg, lengths, out, h_t, c_t, saved, seq_len, batch, **consts
+                )
+                LAUNCHES["forward"] += 1
+            else:
+                grid = (plan.slices(hidden), plan.groups)
+                hbuf = _empty(2, batch, hidden, like=x, dtype=torch.float32)
+                hbuf[0].copy_(h0)
+                hdot = _empty(2, batch, hidden, like=w_hh_c)
+                hdot[0].copy_(h0)
+                cbuf = c0_arg.float().clone()
+                counters = torch.zeros(grid[1], dtype=torch.int32, device=x.device)
+                steps = [(0, seq_len)] if plan.persistent else [(k, k + 1) for k in range(seq_len)]
+                for k_begin, k_end in steps:
+                    sliced_forward_kernel[grid](
+                        gx, w_hh_c, b_hn, hbuf, hdot, cbuf, lengths, out, saved, counters, seq_len, batch,
+                        k_begin, k_end, BLOCK_HS=plan.block_hs, BARRIER=plan.persistent, **consts
+                    )
+                    LAUNCHES["large_h_forward"] += 1
+                h_t.copy_(hbuf[seq_len % 2])
+                if cell == LSTM:
+                    c_t.copy_(cbuf)
+        ctx.plan = plan
+
+        ctx.cell, ctx.reverse, ctx.num_gates = cell, reverse, num_gates
+        ctx.has_bias = b_ih is not None
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh_c, out, saved, lengths)
+        if cell == LSTM:
+            return out, h_t, c_t
+        return out, h_t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout: Tensor, dh_t: Tensor, dc_t: Optional[Tensor] = None):
+        x, h0, c0, w_ih, w_hh, out, saved, lengths = ctx.saved_tensors
+        cell, num_gates = ctx.cell, ctx.num_gates
+        seq_len, batch, input_size = x.shape
+        hidden = w_hh.shape[1]
+        dout = dout.contiguous()
+        dh_t = dh_t.contiguous()
+        dc_t = dc_t.contiguous() if dc_t is not None else torch.zeros_like(dh_t)
+        dgx = _empty(seq_len, batch, num_gates * hidden, like=x)
+        dghn = _empty(seq_len, batch, hidden, like=x) if cell == GRU else dgx
+        plan = ctx.plan
+        c0_arg = c0 if c0 is not None else h0  # never read for non-LSTM cells
+        consts = dict(
+            H=hidden, G=num_gates, S=NUM_SAVED[cell], CELL=cell, REVERSE=ctx.reverse, BLOCK_B=BLOCK_B,
+            BLOCK_H=plan.block_h, DOT_PRECISION=_dot_precision(x.dtype),
+            WIDEN_WEIGHTS=_widen_weights(x.dtype), num_warps=plan.num_warps,
+        )
+        with _device_guard(x):  # Triton launches on the current CUDA device
+            if not plan.large_h:
+                dh0 = _empty(batch, hidden, like=h0)
+                dc0 = _empty(batch, hidden, like=h0) if cell == LSTM else dh0
+                recurrent_backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+                    dout, dh_t, dc_t, w_hh, saved, out, h0, c0_arg, lengths, dgx, dghn, dh0, dc0,
+                    seq_len, batch, **consts
+                )
+                LAUNCHES["backward"] += 1
+            else:
+                grid = (plan.slices(hidden), plan.groups)
+                dhbuf = dh_t.float().clone()
+                dcbuf = dc_t.float().clone()
+                counters = torch.zeros(grid[1], dtype=torch.int32, device=x.device)
+                if plan.persistent:
+                    launches = [(0, seq_len, 1)]
+                else:  # the last launch only finishes step T-1 (phase A), giving dh0
+                    launches = [(k, k + 1, 0) for k in range(seq_len)] + [(seq_len, seq_len, 1)]
+                for k_begin, k_end, finish in launches:
+                    sliced_backward_kernel[grid](
+                        dout, w_hh, saved, out, h0, c0_arg, lengths, dgx, dghn, dhbuf, dcbuf, counters,
+                        seq_len, batch, k_begin, k_end, finish,
+                        BLOCK_HS=plan.block_hs, BARRIER=plan.persistent, **consts
+                    )
+                    LAUNCHES["large_h_backward"] += 1
+                dh0 = dhbuf.to(h0.dtype)
+                dc0 = dcbuf.to(h0.dtype)
+
+        need = ctx.needs_input_grad  # (cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        dgx2 = dgx.view(seq_len * batch, num_gates * hidden)
+        dgh2 = dgx2
+        if cell == GRU:
+            dgh2 = torch.cat([dgx[..., : 2 * hidden], dghn], dim=-1).view(seq_len * batch, -1)
+        dx = (dgx2 @ w_ih).view(seq_len, batch, input_size) if need[3] else None
+        dw_ih = dgx2.t() @ x.reshape(seq_len * batch, input_size) if need[6] else None
+        dw_hh = None
+        if need[7]:
+            h_prev = _prev_state(out, h0, lengths, ctx.reverse).view(seq_len * batch, hidden)
+            dw_hh = dgh2.t() @ h_prev
+        db_ih = dgx2.sum(0) if ctx.has_bias and need[8] else None
+        db_hh = dgh2.sum(0) if ctx.has_bias and need[9] else None
+        return (None, None, None, dx, dh0 if need[4] else None,
+                dc0 if cell == LSTM and need[5] else None, dw_ih, dw_hh, db_ih, db_hh)
+
+
+def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
+    """Backend entry point, signature of :func:`fastrnn.reference.reference_layer`."""
+    if weight_hr is not None:  # unsupported() rejects this before we get here
+        raise NotImplementedError("the Triton backend does not implement proj_size > 0")
+    seq_len, batch, _ = x.shape
+    # Under autocast the parameters may be in another dtype than x: run in x's dtype.
+    weight_ih, weight_hh = weight_ih.to(x.dtype), weight_hh.to(x.dtype)
+    if bias_ih is not None:
+        bias_ih, bias_hh = bias_ih.to(x.dtype), bias_hh.to(x.dtype)
+    h0 = h0.to(x.dtype)
+    c0 = c0.to(x.dtype) if c0 is not None else None
+    if seq_len == 0 or batch == 0:
+        # Nothing to compute: out is empty and the state passes through unchanged.
+        out = x.new_zeros((seq_len, batch, weight_hh.shape[1]))
+        return out, h0, c0
+    if lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int32, device=x.device)
+    else:
+        lengths = lengths.to(device=x.device, dtype=torch.int32).clamp(0, seq_len)
+    res = TritonLayer.apply(cell.name, reverse, lengths, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    if cell.has_cell_state:
+        return res
+    return res[0], res[1], None

@@ -1,0 +1,15 @@
+"""Which cell a kernel runs (its constexpr ``CELL``) and what the forward saves for backward.
+
+Plain Python (no Triton import), shared by the support checks and the launchers. The kernels
+compare ``CELL`` with these literals: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru.
+"""
+
+RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
+CELL_IDS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU}
+
+# fp32 values per hidden unit and step that the forward kernel saves for the backward kernel
+# (layout (T, B, NUM_SAVED * H), blocks in this order):
+#   Elman: h                      (act' is a function of h: 1 - h^2, or [h > 0])
+#   LSTM:  i, f, g, o, c          (c is the state, frozen past a sequence's end like h)
+#   GRU:   r, z, n, gh_n          (gh_n = W_hn h_prev + b_hn, needed for da_r)
+NUM_SAVED = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 5, GRU: 4}

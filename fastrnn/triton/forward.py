@@ -1,0 +1,152 @@
+"""Persistent forward kernel: one launch runs all T steps of one layer-direction (design.md §4).
+
+Small-H regime: program ``pid`` owns sequences ``pid*BLOCK_B .. pid*BLOCK_B+BLOCK_B-1`` and the
+whole hidden state; programs never communicate, so the grid is ``cdiv(B, BLOCK_B)``. Before the
+time loop each program loads ``W_hh^T`` once, one (BLOCK_H, BLOCK_H) tile per gate, and keeps it
+on chip for every step. Per step t:
+
+    gh     = h_{t-1} @ W_hh^T                      (tl.dot, fp32 accumulate)
+    gates  = gx[t] + gh     (GRU: gx[t] and gh + b_hn kept apart, r multiplies gh_n)
+    h_t, c_t = cell update (cell_pointwise.py)
+    active = t < lengths[b]: inactive rows keep h, c and write a zero output
+
+``gx`` (T, B, G*H) = x @ W_ih^T + biases is computed beforehand by one torch GEMM. The reverse
+direction walks t = T-1 .. 0 under the same rule, so each sequence starts at its own last step.
+
+Hidden sizes that are not powers of two are padded to BLOCK_H: padded weight rows/columns load
+as 0, so padded hidden units stay exactly 0 (tanh(0)=0, relu(0)=0, LSTM c=0.5*0+0.5*0=0, h=0.5*0;
+GRU n=0, h=z*0) and never leak into real units; their stores are masked anyway.
+
+B and T are run-time arguments (``do_not_specialize``): a new batch size or length does not
+recompile.
+
+The kernels use only Triton builtins (``tl.full``, not ``tl.zeros``/``tl.cdiv``, which are
+``@jit`` functions of triton.language.standard): when Triton itself was imported before
+TRITON_INTERPRET=1 was set, those library functions are compiled-mode objects that the
+interpreter cannot call, while builtins work either way. H, the cell and the direction are compile-time. Offsets into (T, B, *) buffers are
+64-bit (the row index t*B + b is promoted to int64 before it is multiplied by the row width);
+the launcher checks T*B < 2^31.
+"""
+
+import triton
+import triton.language as tl
+
+from .cell_pointwise import elman_forward, gru_forward, lstm_forward
+
+
+@triton.jit
+def load_gate_tile(w_ptr, gate, H: tl.constexpr, offs_h, mask_h, TRANSPOSE: tl.constexpr):
+    """Tile of W_hh's rows for ``gate`` (G*H, H): W_g (j, k) or, with TRANSPOSE, W_g^T (k, j)."""
+    rows = gate * H + offs_h
+    if TRANSPOSE:
+        ptrs = w_ptr + rows[None, :] * H + offs_h[:, None]
+    else:
+        ptrs = w_ptr + rows[:, None] * H + offs_h[None, :]
+    return tl.load(ptrs, mask=mask_h[:, None] & mask_h[None, :], other=0.0)
+
+
+@triton.jit(do_not_specialize=["T", "B"])
+def recurrent_forward_kernel(
+    gx_ptr,  # (T, B, G*H) x @ W_ih^T + b_ih (+ b_hh for cells that sum them; GRU: + b_hr, b_hz)
+    w_ptr,  # (G*H, H) W_hh, contiguous
+    bhn_ptr,  # (H,) GRU only: b_hn (zeros without bias)
+    h0_ptr,  # (B, H)
+    c0_ptr,  # (B, H) LSTM only
+    len_ptr,  # (B,) int32 lengths (T for every row when the layer has no lengths)
+    out_ptr,  # (T, B, H) outputs, zero past each length
+    hT_ptr,  # (B, H) final h
+    cT_ptr,  # (B, H) LSTM only: final c
+    saved_ptr,  # (T, B, NUM_SAVED*H) fp32, see cell_ids.NUM_SAVED
+    T,
+    B,
+    H: tl.constexpr,
+    G: tl.constexpr,  # number of gates
+    S: tl.constexpr,  # NUM_SAVED
+    CELL: tl.constexpr,  # 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 operands)
+    WIDEN_WEIGHTS: tl.constexpr,  # interpreter-only bf16 workaround, see autograd._widen_weights
+):
+    pid = tl.program_id(0)
+    offs_b = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_b = offs_b < B
+    mask_h = offs_h < H
+    mask = mask_b[:, None] & mask_h[None, :]
+    state_offs = offs_b[:, None] * H + offs_h[None, :]
+
+    # W_hh^T on chip for all steps, one tile per gate. Gates beyond G reuse tile 0 and are never
+    # used, so the compiler drops them.
+    w0 = load_gate_tile(w_ptr, 0, H, offs_h, mask_h, True)
+    w1 = load_gate_tile(w_ptr, 1 % G, H, offs_h, mask_h, True)
+    w2 = load_gate_tile(w_ptr, 2 % G, H, offs_h, mask_h, True)
+    w3 = load_gate_tile(w_ptr, 3 % G, H, offs_h, mask_h, True)
+    if WIDEN_WEIGHTS:  # exact: every bf16 value is an fp32 value
+        w0 = w0.to(tl.float32)
+        w1 = w1.to(tl.float32)
+        w2 = w2.to(tl.float32)
+        w3 = w3.to(tl.float32)
+
+    h = tl.load(h0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
+    c = tl.full((BLOCK_B, BLOCK_H), 0.0, tl.float32)
+    if CELL == 2:
+        c = tl.load(c0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
+    b_hn = tl.full((BLOCK_H,), 0.0, tl.float32)
+    if CELL == 3:
+        b_hn = tl.load(bhn_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
+    lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
+
+    for k in range(0, T):
+        if REVERSE:
+            t = T - 1 - k
+        else:
+            t = k
+        active = (t < lengths)[:, None]
+        row = t * B + offs_b  # int64 (offs_b is)
+        gx_offs = row[:, None] * (G * H) + offs_h[None, :]
+        sv_offs = row[:, None] * (S * H) + offs_h[None, :]
+        hd = h.to(w0.dtype)  # the dot runs in the weights' dtype, accumulates in fp32
+
+        if CELL <= 1:
+            a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+            a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+            h_new = elman_forward(a, CELL == 1)
+            tl.store(saved_ptr + sv_offs, h_new, mask=mask)
+        elif CELL == 2:
+            a_i = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+            a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
+            a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+            a_o = tl.load(gx_ptr + gx_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
+            a_i += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+            a_f += tl.dot(hd, w1, input_precision=DOT_PRECISION)
+            a_g += tl.dot(hd, w2, input_precision=DOT_PRECISION)
+            a_o += tl.dot(hd, w3, input_precision=DOT_PRECISION)
+            i, f, g, o, c_new, h_new = lstm_forward(a_i, a_f, a_g, a_o, c)
+            c = tl.where(active, c_new, c)
+            tl.store(saved_ptr + sv_offs, i, mask=mask)
+            tl.store(saved_ptr + sv_offs + H, f, mask=mask)
+            tl.store(saved_ptr + sv_offs + 2 * H, g, mask=mask)
+            tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
+            tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
+        else:
+            gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+            gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
+            gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+            gh_r = tl.dot(hd, w0, input_precision=DOT_PRECISION)
+            gh_z = tl.dot(hd, w1, input_precision=DOT_PRECISION)
+            gh_n = tl.dot(hd, w2, input_precision=DOT_PRECISION) + b_hn[None, :]
+            r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
+            tl.store(saved_ptr + sv_offs, r, mask=mask)
+            tl.store(saved_ptr + sv_offs + H, z, mask=mask)
+            tl.store(saved_ptr + sv_offs + 2 * H, n, mask=mask)
+            tl.store(saved_ptr + sv_offs + 3 * H, gh_n, mask=mask)
+
+        h = tl.where(active, h_new, h)
+        out = tl.where(active, h_new, 0.0)
+        tl.store(out_ptr + row[:, None] * H + offs_h[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+    tl.store(hT_ptr + state_offs, h.to(hT_ptr.dtype.element_ty), mask=mask)
+    if CELL == 2:
+        tl.store(cT_ptr + state_offs, c.to(cT_ptr.dtype.element_ty), mask=mask)

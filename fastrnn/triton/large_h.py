@@ -1,0 +1,338 @@
+"""Large-H regime: the hidden units are split across P programs (design.md §4, "Large H").
+
+When ``W_hh`` no longer fits one program, program ``(p, q)`` owns hidden units
+``p*BLOCK_HS .. p*BLOCK_HS+BLOCK_HS-1`` (slice p, *with all G gates of those units*, so the cell
+update stays local) and keeps only its part of ``W_hh`` on chip: (BLOCK_H x BLOCK_HS) per gate,
+BLOCK_H = padded H. Batch group q takes batch tiles q, q + groups, ... (BLOCK_B sequences each)
+in turn within every step, so a few resident programs serve any batch size; per-tile state
+(c; dh, dc) therefore lives in global fp32 buffers (L2-resident; each program only touches its
+own slice). What crosses programs each step goes through global memory:
+
+forward    every program needs all of h_{t-1}: an exchange buffer ``hdot`` (2, B, H) in the
+           weights' dtype (the dot operand; 16-bit halves the tile staged through shared memory),
+           next to the fp32 state ``hbuf`` each program only reads its own slice of,
+           both double-buffered (step k reads buffer k % 2, writes its slice of (k+1) % 2), so
+           one barrier per step suffices: buffer k % 2 is written again only in step k+1, which
+           no program starts before all have passed the barrier ending step k (their reads of
+           it included).
+backward   dh_prev[slice] = sum_j dgates[t][j] W_hh[j, slice] needs the gate gradients of *all*
+           units; they are written to ``dgx`` (which the torch GEMMs need anyway), then a
+           barrier, then every program reads the full dgates[t] back. Each iteration therefore
+           first finishes the previous step (phase A: dh += dgates[t_prev] @ W_hh[:, slice]) and
+           then computes its slice of dgates[t] (phase B); a last phase A after the loop gives dh0.
+
+Two modes around the same step body (constexpr ``BARRIER``):
+
+persistent (BARRIER=True)  one launch runs steps [k_begin, k_end); after each step an atomic
+           counter barrier per batch group: arrive = atomic_add(+1, release), wait = spin on
+           atomic_add(+0, acquire) until the counter reaches (steps done) * P; exchange loads
+           use ``.cg`` (L2, not a possibly stale L1). Valid only when all programs are resident
+           at once: the launcher uses it only when P * groups <= number of SMs (one program per
+           SM; with the GPU shared with other work even that is a bet, to be verified on real
+           hardware before ``auto`` may pick this backend). With P = 1 the barrier is passed
+           at once, which is how the CPU interpreter (programs run one after another) runs it.
+           The compiled barrier (checked in the PTX for sm_90): one thread per program does
+           ``atom.global.gpu.release.add`` then spins on ``ld.global.gpu.acquire``, between
+           two ``bar.sync``.
+step-wise (BARRIER=False)  one launch per step (the launch boundary is the barrier): the honest
+           fallback when co-residency cannot be guaranteed, and how the interpreter tests P > 1.
+"""
+
+import triton
+import triton.language as tl
+
+from .cell_pointwise import elman_backward, elman_forward, gru_backward, gru_forward, lstm_backward, lstm_forward
+
+
+@triton.jit
+def grid_barrier(counter_ptr, target):
+    """Arrive at and wait on an atomic counter until ``target`` programs have arrived."""
+    tl.debug_barrier()  # every thread of this program has issued its stores
+    tl.atomic_add(counter_ptr, 1, sem="release")
+    count = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    while count < target:
+        count = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def load_slice_tiles(w_ptr, gate, H: tl.constexpr, offs_k, mask_k, offs_j, mask_j, FORWARD: tl.constexpr):
+    """Forward: W_g[slice, :]^T as (BLOCK_H, BLOCK_HS); backward: W_g[:, slice] as (BLOCK_H, BLOCK_HS)."""
+    if FORWARD:  # tile[k, j] = W[g*H + j, k], j in the slice
+        ptrs = w_ptr + (gate * H + offs_j[None, :]) * H + offs_k[:, None]
+    else:  # tile[j, k] = W[g*H + j, k], k in the slice
+        ptrs = w_ptr + (gate * H + offs_k[:, None]) * H + offs_j[None, :]
+    return tl.load(ptrs, mask=mask_k[:, None] & mask_j[None, :], other=0.0)
+
+
+@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end"])
+def sliced_forward_kernel(
+    gx_ptr,  # (T, B, G*H) as in forward.py
+    w_ptr,  # (G*H, H)
+    bhn_ptr,  # (H,) GRU only
+    hbuf_ptr,  # (2, B, H) fp32 state; hbuf[k_begin % 2] holds the state before step k_begin
+    hdot_ptr,  # (2, B, H) the same in the weights' dtype: the tl.dot operand other programs read
+    cbuf_ptr,  # (B, H) fp32 LSTM cell state, read at start and written at the end
+    len_ptr,  # (B,) int32
+    out_ptr,  # (T, B, H)
+    saved_ptr,  # (T, B, S*H) fp32
+    counter_ptr,  # (batch groups,) int32 zeros, persistent mode only
+    T,
+    B,
+    k_begin,
+    k_end,
+    H: tl.constexpr,
+    G: tl.constexpr,
+    S: tl.constexpr,
+    CELL: tl.constexpr,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_HS: tl.constexpr,
+    BARRIER: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    WIDEN_WEIGHTS: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_g = tl.program_id(1)  # batch group: tiles pid_g, pid_g + groups, ...
+    num_slices = tl.num_programs(0)
+    groups = tl.num_programs(1)
+    num_tiles = (B + BLOCK_B - 1) // BLOCK_B
+    offs_k = tl.arange(0, BLOCK_H)
+    offs_j = pid_s * BLOCK_HS + tl.arange(0, BLOCK_HS)
+    mask_k = offs_k < H
+    mask_j = offs_j < H
+
+    w0 = load_slice_tiles(w_ptr, 0, H, offs_k, mask_k, offs_j, mask_j, True)
+    w1 = load_slice_tiles(w_ptr, 1 % G, H, offs_k, mask_k, offs_j, mask_j, True)
+    w2 = load_slice_tiles(w_ptr, 2 % G, H, offs_k, mask_k, offs_j, mask_j, True)
+    w3 = load_slice_tiles(w_ptr, 3 % G, H, offs_k, mask_k, offs_j, mask_j, True)
+    if WIDEN_WEIGHTS:
+        w0 = w0.to(tl.float32)
+        w1 = w1.to(tl.float32)
+        w2 = w2.to(tl.float32)
+        w3 = w3.to(tl.float32)
+    b_hn = tl.full((BLOCK_HS,), 0.0, tl.float32)
+    if CELL == 3:
+        b_hn = tl.load(bhn_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)
+    BH = B * H  # elements per exchange buffer
+
+    for k in range(k_begin, k_end):
+        if REVERSE:
+            t = T - 1 - k
+        else:
+            t = k
+        cur = (k % 2) * BH
+        nxt = ((k + 1) % 2) * BH
+        # A program may own several batch tiles (when P * tiles > SMs): their c lives in cbuf.
+        for tile in range(pid_g, num_tiles, groups):
+            offs_b = tile * BLOCK_B + tl.arange(0, BLOCK_B).to(tl.int64)  # int64 from here on
+            mask_b = offs_b < B
+            mask_full = mask_b[:, None] & mask_k[None, :]
+            mask = mask_b[:, None] & mask_j[None, :]
+            full_offs = offs_b[:, None] * H + offs_k[None, :]
+            own_offs = offs_b[:, None] * H + offs_j[None, :]
+            lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
+            active = (t < lengths)[:, None]
+            row = t * B + offs_b
+            gx_offs = row[:, None] * (G * H) + offs_j[None, :]
+            sv_offs = row[:, None] * (S * H) + offs_j[None, :]
+            h = tl.load(hbuf_ptr + cur + own_offs, mask=mask, other=0.0)  # own slice, fp32
+            hd = tl.load(hdot_ptr + cur + full_offs, mask=mask_full, other=0.0, cache_modifier=".cg").to(w0.dtype)
+
+            if CELL <= 1:
+                a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+                a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+                h_new = elman_forward(a, CELL == 1)
+                tl.store(saved_ptr + sv_offs, h_new, mask=mask)
+            elif CELL == 2:
+                c = tl.load(cbuf_ptr + own_offs, mask=mask, other=0.0)
+                a_i = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+                a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
+                a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+                a_o = tl.load(gx_ptr + gx_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
+                a_i += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+                a_f += tl.dot(hd, w1, input_precision=DOT_PRECISION)
+                a_g += tl.dot(hd, w2, input_precision=DOT_PRECISION)
+                a_o += tl.dot(hd, w3, input_precision=DOT_PRECISION)
+                i, f, g, o, c_new, h_new = lstm_forward(a_i, a_f, a_g, a_o, c)
+                c = tl.where(active, c_new, c)
+                tl.store(cbuf_ptr + own_offs, c, mask=mask)
+                tl.store(saved_ptr + sv_offs, i, mask=mask)
+                tl.store(saved_ptr + sv_offs + H, f, mask=mask)
+                tl.store(saved_ptr + sv_offs + 2 * H, g, mask=mask)
+                tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
+                tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
+            else:
+                gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+                gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
+                gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+                gh_r = tl.dot(hd, w0, input_precision=DOT_PRECISION)
+                gh_z = tl.dot(hd, w1, input_precision=DOT_PRECISION)
+                gh_n = tl.dot(hd, w2, input_precision=DOT_PRECISION) + b_hn[None, :]
+                r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
+                tl.store(saved_ptr + sv_offs, r, mask=mask)
+                tl.store(saved_ptr + sv_offs + H, z, mask=mask)
+                tl.store(saved_ptr + sv_offs + 2 * H, n, mask=mask)
+                tl.store(saved_ptr + sv_offs + 3 * H, gh_n, mask=mask)
+
+            h_next = tl.where(active, h_new, h)
+            tl.store(hbuf_ptr + nxt + own_offs, h_next, mask=mask)
+            tl.store(hdot_ptr + nxt + own_offs, h_next.to(hdot_ptr.dtype.element_ty), mask=mask)
+            out = tl.where(active, h_new, 0.0)
+            tl.store(out_ptr + row[:, None] * H + offs_j[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+        if BARRIER:
+            grid_barrier(counter_ptr + pid_g, (k - k_begin + 1) * num_slices)
+
+
+@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end", "finish"])
+def sliced_backward_kernel(
+    dout_ptr,  # (T, B, H)
+    w_ptr,  # (G*H, H)
+    saved_ptr,  # (T, B, S*H) fp32
+    out_ptr,  # (T, B, H) GRU: h_prev
+    h0_ptr,  # (B, H) GRU only
+    c0_ptr,  # (B, H) LSTM only
+    len_ptr,  # (B,) int32
+    dgx_ptr,  # (T, B, G*H) out; also the exchange of gate gradients between programs
+    dghn_ptr,  # (T, B, H) out, GRU only
+    dhbuf_ptr,  # (B, H) fp32 carried dh: dh_T at the start, dh0 at the end
+    dcbuf_ptr,  # (B, H) fp32 carried dc (LSTM): dc_T at the start, dc0 at the end
+    counter_ptr,  # (batch groups,) int32 zeros, persistent mode only
+    T,
+    B,
+    k_begin,  # steps k_begin .. k_end-1 of the backward order (step k is t = T-1-k forward)
+    k_end,
+    finish,  # 1: after the loop, finish the last step (phase A) so dhbuf holds dh0
+    H: tl.constexpr,
+    G: tl.constexpr,
+    S: tl.constexpr,
+    CELL: tl.constexpr,
+    REVERSE: tl.constexpr,  # direction of the forward pass
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_HS: tl.constexpr,
+    BARRIER: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    WIDEN_WEIGHTS: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_g = tl.program_id(1)  # batch group: tiles pid_g, pid_g + groups, ...
+    num_slices = tl.num_programs(0)
+    groups = tl.num_programs(1)
+    num_tiles = (B + BLOCK_B - 1) // BLOCK_B
+    offs_k = tl.arange(0, BLOCK_H)
+    offs_j = pid_s * BLOCK_HS + tl.arange(0, BLOCK_HS)
+    mask_k = offs_k < H
+    mask_j = offs_j < H
+
+    w0 = load_slice_tiles(w_ptr, 0, H, offs_k, mask_k, offs_j, mask_j, False)
+    w1 = load_slice_tiles(w_ptr, 1 % G, H, offs_k, mask_k, offs_j, mask_j, False)
+    w2 = load_slice_tiles(w_ptr, 2 % G, H, offs_k, mask_k, offs_j, mask_j, False)
+    w3 = load_slice_tiles(w_ptr, 3 % G, H, offs_k, mask_k, offs_j, mask_j, False)
+    if WIDEN_WEIGHTS:
+        w0 = w0.to(tl.float32)
+        w1 = w1.to(tl.float32)
+        w2 = w2.to(tl.float32)
+        w3 = w3.to(tl.float32)
+    wdt = w0.dtype
+
+    for k in range(k_begin, k_end + finish):
+        for tile in range(pid_g, num_tiles, groups):
+            offs_b = tile * BLOCK_B + tl.arange(0, BLOCK_B).to(tl.int64)  # int64 from here on
+            mask_b = offs_b < B
+            mask_full = mask_b[:, None] & mask_k[None, :]
+            mask = mask_b[:, None] & mask_j[None, :]
+            own_offs = offs_b[:, None] * H + offs_j[None, :]
+            # dh: the part of dh_t known before step t+1's gate gradients are reduced (phase A
+            # adds them); for the GRU it includes the direct term dh * z. Kept in dhbuf.
+            dh = tl.load(dhbuf_ptr + own_offs, mask=mask, other=0.0)
+
+            # Phase A: finish step k-1 (its gate gradients from all programs are in dgx now).
+            if k > 0:
+                if REVERSE:
+                    tp = k - 1
+                else:
+                    tp = T - k
+                prow = tp * B + offs_b
+                dg_offs = prow[:, None] * (G * H) + offs_k[None, :]
+                dg0 = tl.load(dgx_ptr + dg_offs, mask=mask_full, other=0.0, cache_modifier=".cg")
+                dh += tl.dot(dg0.to(wdt), w0, input_precision=DOT_PRECISION)
+                if CELL == 2:
+                    dg1 = tl.load(dgx_ptr + dg_offs + H, mask=mask_full, other=0.0, cache_modifier=".cg")
+                    dg2 = tl.load(dgx_ptr + dg_offs + 2 * H, mask=mask_full, other=0.0, cache_modifier=".cg")
+                    dg3 = tl.load(dgx_ptr + dg_offs + 3 * H, mask=mask_full, other=0.0, cache_modifier=".cg")
+                    dh += tl.dot(dg1.to(wdt), w1, input_precision=DOT_PRECISION)
+                    dh += tl.dot(dg2.to(wdt), w2, input_precision=DOT_PRECISION)
+                    dh += tl.dot(dg3.to(wdt), w3, input_precision=DOT_PRECISION)
+                if CELL == 3:
+                    dg1 = tl.load(dgx_ptr + dg_offs + H, mask=mask_full, other=0.0, cache_modifier=".cg")
+                    dgn = tl.load(dghn_ptr + prow[:, None] * H + offs_k[None, :], mask=mask_full, other=0.0,
+                                  cache_modifier=".cg")
+                    dh += tl.dot(dg1.to(wdt), w1, input_precision=DOT_PRECISION)
+                    dh += tl.dot(dgn.to(wdt), w2, input_precision=DOT_PRECISION)
+
+            # Phase B: this program's slice of the gate gradients of step k.
+            if k < k_end:
+                lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
+                if REVERSE:
+                    t = k
+                    has_prev = (t + 1 < lengths) & ((offs_b * 0 + t + 1) < T)
+                    prev_row = (t + 1) * B + offs_b
+                else:
+                    t = T - 1 - k
+                    has_prev = (offs_b * 0 + t) > 0
+                    prev_row = (t - 1) * B + offs_b
+                active = (t < lengths)[:, None]
+                prev_mask = mask & has_prev[:, None]
+                row = t * B + offs_b
+                gx_offs = row[:, None] * (G * H) + offs_j[None, :]
+                sv_offs = row[:, None] * (S * H) + offs_j[None, :]
+                dh_tot = dh + tl.load(dout_ptr + row[:, None] * H + offs_j[None, :], mask=mask, other=0.0).to(
+                    tl.float32
+                )
+                if CELL <= 1:
+                    h = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
+                    da = tl.where(active, elman_backward(dh_tot, h, CELL == 1), 0.0)
+                    tl.store(dgx_ptr + gx_offs, da.to(dgx_ptr.dtype.element_ty), mask=mask)
+                    dh = tl.where(active, 0.0, dh)
+                elif CELL == 2:
+                    dc = tl.load(dcbuf_ptr + own_offs, mask=mask, other=0.0)
+                    i = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
+                    f = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
+                    g = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
+                    o = tl.load(saved_ptr + sv_offs + 3 * H, mask=mask, other=0.0)
+                    c = tl.load(saved_ptr + sv_offs + 4 * H, mask=mask, other=0.0)
+                    c_prev = tl.load(saved_ptr + prev_row[:, None] * (S * H) + offs_j[None, :] + 4 * H,
+                                     mask=prev_mask, other=0.0)
+                    c0 = tl.load(c0_ptr + own_offs, mask=mask, other=0.0).to(tl.float32)
+                    c_prev = tl.where(has_prev[:, None], c_prev, c0)
+                    da_i, da_f, da_g, da_o, dc_prev = lstm_backward(dh_tot, dc, i, f, g, o, c, c_prev)
+                    ty = dgx_ptr.dtype.element_ty
+                    tl.store(dgx_ptr + gx_offs, tl.where(active, da_i, 0.0).to(ty), mask=mask)
+                    tl.store(dgx_ptr + gx_offs + H, tl.where(active, da_f, 0.0).to(ty), mask=mask)
+                    tl.store(dgx_ptr + gx_offs + 2 * H, tl.where(active, da_g, 0.0).to(ty), mask=mask)
+                    tl.store(dgx_ptr + gx_offs + 3 * H, tl.where(active, da_o, 0.0).to(ty), mask=mask)
+                    tl.store(dcbuf_ptr + own_offs, tl.where(active, dc_prev, dc), mask=mask)
+                    dh = tl.where(active, 0.0, dh)
+                else:
+                    r = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
+                    z = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
+                    n = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
+                    gh_n = tl.load(saved_ptr + sv_offs + 3 * H, mask=mask, other=0.0)
+                    h_prev = tl.load(out_ptr + prev_row[:, None] * H + offs_j[None, :], mask=prev_mask, other=0.0)
+                    h0 = tl.load(h0_ptr + own_offs, mask=mask, other=0.0)
+                    h_prev = tl.where(has_prev[:, None], h_prev.to(tl.float32), h0.to(tl.float32))
+                    da_r, da_z, da_n, dgh_n, dh_direct = gru_backward(dh_tot, r, z, n, gh_n, h_prev)
+                    ty = dgx_ptr.dtype.element_ty
+                    tl.store(dgx_ptr + gx_offs, tl.where(active, da_r, 0.0).to(ty), mask=mask)
+                    tl.store(dgx_ptr + gx_offs + H, tl.where(active, da_z, 0.0).to(ty), mask=mask)
+                    tl.store(dgx_ptr + gx_offs + 2 * H, tl.where(active, da_n, 0.0).to(ty), mask=mask)
+                    tl.store(dghn_ptr + row[:, None] * H + offs_j[None, :], tl.where(active, dgh_n, 0.0).to(ty),
+                             mask=mask)
+                    dh = tl.where(active, dh_direct, dh)
+                # Inactive rows stored zero gate gradients, so phase A adds nothing to their dh.
+            tl.store(dhbuf_ptr + own_offs, dh, mask=mask)
+        if BARRIER:
+            if k < k_end:
+                grid_barrier(counter_ptr + pid_g, (k - k_begin + 1) * num_slices)
