@@ -5,6 +5,10 @@
 Both modules get identical weights and inputs; runs are interleaved (torch.nn, fastrnn,
 torch.nn, ...) so drift in machine load hits both alike; one warm-up run each is excluded and
 the median is reported. Prints one line per cell with the ratio fastrnn / torch.nn.
+
+torch.nn's CPU LSTM runs oneDNN's fused LSTM when oneDNN is enabled (the default); GRU and Elman
+run torch's native per-step implementation. The "torch.nn native" column times torch.nn with
+oneDNN disabled, which is the same algorithm as fastrnn's reference (a GEMM per step).
 """
 
 import argparse
@@ -40,15 +44,17 @@ def main(argv=None):
         theirs = getattr(nn, cell)(args.size, args.size)
         ours.load_state_dict(theirs.state_dict())
         x = torch.randn(args.seq_len, args.batch, args.size, requires_grad=True)
-        times = {"torch.nn": [], "fastrnn": []}
+        times = {"torch.nn": [], "torch.nn native": [], "fastrnn": []}
         for k in range(args.repeats + 1):
-            for name, module in (("torch.nn", theirs), ("fastrnn", ours)):
-                elapsed = time_fwd_bwd(module, x)
+            for name, module in (("torch.nn", theirs), ("torch.nn native", theirs), ("fastrnn", ours)):
+                with torch.backends.mkldnn.flags(enabled=name != "torch.nn native"):
+                    elapsed = time_fwd_bwd(module, x)
                 if k > 0:  # the first round is warm-up
                     times[name].append(elapsed)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-        print(f"{cell:5s} torch.nn {med['torch.nn']:8.2f} ms   fastrnn reference {med['fastrnn']:8.2f} ms"
-              f"   ratio {med['fastrnn'] / med['torch.nn']:.2f}x")
+        print(f"{cell:5s} torch.nn {med['torch.nn']:8.2f} ms   torch.nn native {med['torch.nn native']:8.2f} ms"
+              f"   fastrnn reference {med['fastrnn']:8.2f} ms   ratio to torch.nn {med['fastrnn'] / med['torch.nn']:.2f}x"
+              f"   to native {med['fastrnn'] / med['torch.nn native']:.2f}x")
 
 
 if __name__ == "__main__":
