@@ -6,6 +6,9 @@ Files (one fact per place):
 - ``cell_ids.py``      cell ids and what the forward saves for the backward (no Triton import)
 - ``cell_pointwise.py`` the per-cell pointwise forward/backward formulas as ``@triton.jit`` helpers
                        (the equations of :mod:`fastrnn.cells`, differentiated by hand)
+- ``cell_step.py``     one time step of a cell, forward and backward, shared by both regimes: gate
+                       order, loads of gx, the recurrent dots of the forward, the saved-buffer
+                       layout, the gate gradients and their stores
 - ``forward.py``       small-H persistent forward kernel (all T steps in one launch, one program
                        per batch tile holding all of W_hh)
 - ``backward.py``      small-H persistent reverse-time backward kernel

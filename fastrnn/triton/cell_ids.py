@@ -7,9 +7,7 @@ compare ``CELL`` with these literals: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru.
 RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
 CELL_IDS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU}
 
-# fp32 values per hidden unit and step that the forward kernel saves for the backward kernel
-# (layout (T, B, NUM_SAVED * H), blocks in this order):
-#   Elman: h                      (act' is a function of h: 1 - h^2, or [h > 0])
-#   LSTM:  i, f, g, o, c          (c is the state, frozen past a sequence's end like h)
-#   GRU:   r, z, n, gh_n          (gh_n = W_hn h_prev + b_hn, needed for da_r)
+# fp32 values per hidden unit and step that the forward kernel saves for the backward kernel,
+# in a (T, B, NUM_SAVED * H) buffer: Elman h; LSTM i, f, g, o, c; GRU r, z, n, gh_n (which block
+# holds what, and why: cell_step.py, where the forward step writes and the backward step reads it).
 NUM_SAVED = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 5, GRU: 4}

@@ -3,12 +3,9 @@
 Small-H regime: program ``pid`` owns sequences ``pid*BLOCK_B .. pid*BLOCK_B+BLOCK_B-1`` and the
 whole hidden state; programs never communicate, so the grid is ``cdiv(B, BLOCK_B)``. Before the
 time loop each program loads ``W_hh^T`` once, one (BLOCK_H, BLOCK_H) tile per gate, and keeps it
-on chip for every step. Per step t:
-
-    gh     = h_{t-1} @ W_hh^T                      (tl.dot, fp32 accumulate)
-    gates  = gx[t] + gh     (GRU: gx[t] and gh + b_hn kept apart, r multiplies gh_n)
-    h_t, c_t = cell update (cell_pointwise.py)
-    active = t < lengths[b]: inactive rows keep h, c and write a zero output
+on chip for every step. Per step t it runs ``cell_step.forward_step`` (gates = gx[t] + h_{t-1} @
+W_hh^T, the cell update, the saved values) on the whole hidden state; rows with t >= lengths[b]
+keep h, c and write a zero output.
 
 ``gx`` (T, B, G*H) = x @ W_ih^T + biases is computed beforehand by one torch GEMM. The reverse
 direction walks t = T-1 .. 0 under the same rule, so each sequence starts at its own last step.
@@ -31,18 +28,21 @@ the launcher checks T*B < 2^31.
 import triton
 import triton.language as tl
 
-from .cell_pointwise import elman_forward, gru_forward, lstm_forward
+from .cell_step import forward_step, load_gate_tiles
 
 
 @triton.jit
-def load_gate_tile(w_ptr, gate, H: tl.constexpr, offs_h, mask_h, TRANSPOSE: tl.constexpr):
-    """Tile of W_hh's rows for ``gate`` (G*H, H): W_g (j, k) or, with TRANSPOSE, W_g^T (k, j)."""
-    rows = gate * H + offs_h
-    if TRANSPOSE:
-        ptrs = w_ptr + rows[None, :] * H + offs_h[:, None]
-    else:
-        ptrs = w_ptr + rows[:, None] * H + offs_h[None, :]
-    return tl.load(ptrs, mask=mask_h[:, None] & mask_h[None, :], other=0.0)
+def batch_tile(B, H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Program pid owns sequences pid*BLOCK_B .. and all hidden units: -> (offs_b (int64), mask_b,
+    offs_h, mask_h, mask (BLOCK_B, BLOCK_H), state_offs = b*H + h into (B, H) state buffers)."""
+    pid = tl.program_id(0)
+    offs_b = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_b = offs_b < B
+    mask_h = offs_h < H
+    mask = mask_b[:, None] & mask_h[None, :]
+    state_offs = offs_b[:, None] * H + offs_h[None, :]
+    return offs_b, mask_b, offs_h, mask_h, mask, state_offs
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -69,25 +69,10 @@ def recurrent_forward_kernel(
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 operands)
     WIDEN_WEIGHTS: tl.constexpr,  # interpreter-only bf16 workaround, see autograd._widen_weights
 ):
-    pid = tl.program_id(0)
-    offs_b = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = tl.arange(0, BLOCK_H)
-    mask_b = offs_b < B
-    mask_h = offs_h < H
-    mask = mask_b[:, None] & mask_h[None, :]
-    state_offs = offs_b[:, None] * H + offs_h[None, :]
+    offs_b, mask_b, offs_h, mask_h, mask, state_offs = batch_tile(B, H, BLOCK_B, BLOCK_H)
 
-    # W_hh^T on chip for all steps, one tile per gate. Gates beyond G reuse tile 0 and are never
-    # used, so the compiler drops them.
-    w0 = load_gate_tile(w_ptr, 0, H, offs_h, mask_h, True)
-    w1 = load_gate_tile(w_ptr, 1 % G, H, offs_h, mask_h, True)
-    w2 = load_gate_tile(w_ptr, 2 % G, H, offs_h, mask_h, True)
-    w3 = load_gate_tile(w_ptr, 3 % G, H, offs_h, mask_h, True)
-    if WIDEN_WEIGHTS:  # exact: every bf16 value is an fp32 value
-        w0 = w0.to(tl.float32)
-        w1 = w1.to(tl.float32)
-        w2 = w2.to(tl.float32)
-        w3 = w3.to(tl.float32)
+    # W_hh^T on chip for all steps, one tile per gate.
+    w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_h, mask_h, offs_h, mask_h, True, WIDEN_WEIGHTS)
 
     h = tl.load(h0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     c = tl.full((BLOCK_B, BLOCK_H), 0.0, tl.float32)
@@ -108,41 +93,8 @@ def recurrent_forward_kernel(
         gx_offs = row[:, None] * (G * H) + offs_h[None, :]
         sv_offs = row[:, None] * (S * H) + offs_h[None, :]
         hd = h.to(w0.dtype)  # the dot runs in the weights' dtype, accumulates in fp32
-
-        if CELL <= 1:
-            a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-            a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-            h_new = elman_forward(a, CELL == 1)
-            tl.store(saved_ptr + sv_offs, h_new, mask=mask)
-        elif CELL == 2:
-            a_i = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-            a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
-            a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-            a_o = tl.load(gx_ptr + gx_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-            a_i += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-            a_f += tl.dot(hd, w1, input_precision=DOT_PRECISION)
-            a_g += tl.dot(hd, w2, input_precision=DOT_PRECISION)
-            a_o += tl.dot(hd, w3, input_precision=DOT_PRECISION)
-            i, f, g, o, c_new, h_new = lstm_forward(a_i, a_f, a_g, a_o, c)
-            c = tl.where(active, c_new, c)
-            tl.store(saved_ptr + sv_offs, i, mask=mask)
-            tl.store(saved_ptr + sv_offs + H, f, mask=mask)
-            tl.store(saved_ptr + sv_offs + 2 * H, g, mask=mask)
-            tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
-            tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
-        else:
-            gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-            gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
-            gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-            gh_r = tl.dot(hd, w0, input_precision=DOT_PRECISION)
-            gh_z = tl.dot(hd, w1, input_precision=DOT_PRECISION)
-            gh_n = tl.dot(hd, w2, input_precision=DOT_PRECISION) + b_hn[None, :]
-            r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
-            tl.store(saved_ptr + sv_offs, r, mask=mask)
-            tl.store(saved_ptr + sv_offs + H, z, mask=mask)
-            tl.store(saved_ptr + sv_offs + 2 * H, n, mask=mask)
-            tl.store(saved_ptr + sv_offs + 3 * H, gh_n, mask=mask)
-
+        h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
+                                H, CELL, DOT_PRECISION)
         h = tl.where(active, h_new, h)
         out = tl.where(active, h_new, 0.0)
         tl.store(out_ptr + row[:, None] * H + offs_h[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)

@@ -41,7 +41,7 @@ step-wise (BARRIER=False)  one launch per step (the launch boundary is the barri
 import triton
 import triton.language as tl
 
-from .cell_pointwise import elman_backward, elman_forward, gru_backward, gru_forward, lstm_backward, lstm_forward
+from .cell_step import backward_rows, backward_step, forward_step, load_gate_tiles
 
 
 @triton.jit
@@ -56,13 +56,31 @@ def grid_barrier(counter_ptr, target):
 
 
 @triton.jit
-def load_slice_tiles(w_ptr, gate, H: tl.constexpr, offs_k, mask_k, offs_j, mask_j, FORWARD: tl.constexpr):
-    """Forward: W_g[slice, :]^T as (BLOCK_H, BLOCK_HS); backward: W_g[:, slice] as (BLOCK_H, BLOCK_HS)."""
-    if FORWARD:  # tile[k, j] = W[g*H + j, k], j in the slice
-        ptrs = w_ptr + (gate * H + offs_j[None, :]) * H + offs_k[:, None]
-    else:  # tile[j, k] = W[g*H + j, k], k in the slice
-        ptrs = w_ptr + (gate * H + offs_k[:, None]) * H + offs_j[None, :]
-    return tl.load(ptrs, mask=mask_k[:, None] & mask_j[None, :], other=0.0)
+def slice_program(B, H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_HS: tl.constexpr):
+    """Program (p, q): slice p of the hidden units, batch group q (tiles q, q + groups, ...) ->
+    (q, groups, num_slices, num_tiles, offs_k / mask_k: all units, offs_j / mask_j: the slice)."""
+    pid_s = tl.program_id(0)
+    pid_g = tl.program_id(1)
+    num_slices = tl.num_programs(0)
+    groups = tl.num_programs(1)
+    num_tiles = (B + BLOCK_B - 1) // BLOCK_B
+    offs_k = tl.arange(0, BLOCK_H)
+    offs_j = pid_s * BLOCK_HS + tl.arange(0, BLOCK_HS)
+    mask_k = offs_k < H
+    mask_j = offs_j < H
+    return pid_g, groups, num_slices, num_tiles, offs_k, mask_k, offs_j, mask_j
+
+
+@triton.jit
+def slice_tile(tile, B, H: tl.constexpr, BLOCK_B: tl.constexpr, mask_k, offs_j, mask_j):
+    """Batch tile ``tile`` of a slice program -> (offs_b (int64 from here on), mask_b, mask_full
+    (BLOCK_B, BLOCK_H) over all units, mask (BLOCK_B, BLOCK_HS) over the slice, own_offs = b*H + j)."""
+    offs_b = tile * BLOCK_B + tl.arange(0, BLOCK_B).to(tl.int64)
+    mask_b = offs_b < B
+    mask_full = mask_b[:, None] & mask_k[None, :]
+    mask = mask_b[:, None] & mask_j[None, :]
+    own_offs = offs_b[:, None] * H + offs_j[None, :]
+    return offs_b, mask_b, mask_full, mask, own_offs
 
 
 @triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end"])
@@ -93,25 +111,11 @@ def sliced_forward_kernel(
     DOT_PRECISION: tl.constexpr,
     WIDEN_WEIGHTS: tl.constexpr,
 ):
-    pid_s = tl.program_id(0)
-    pid_g = tl.program_id(1)  # batch group: tiles pid_g, pid_g + groups, ...
-    num_slices = tl.num_programs(0)
-    groups = tl.num_programs(1)
-    num_tiles = (B + BLOCK_B - 1) // BLOCK_B
-    offs_k = tl.arange(0, BLOCK_H)
-    offs_j = pid_s * BLOCK_HS + tl.arange(0, BLOCK_HS)
-    mask_k = offs_k < H
-    mask_j = offs_j < H
+    pid_g, groups, num_slices, num_tiles, offs_k, mask_k, offs_j, mask_j = slice_program(B, H, BLOCK_B, BLOCK_H,
+                                                                                          BLOCK_HS)
 
-    w0 = load_slice_tiles(w_ptr, 0, H, offs_k, mask_k, offs_j, mask_j, True)
-    w1 = load_slice_tiles(w_ptr, 1 % G, H, offs_k, mask_k, offs_j, mask_j, True)
-    w2 = load_slice_tiles(w_ptr, 2 % G, H, offs_k, mask_k, offs_j, mask_j, True)
-    w3 = load_slice_tiles(w_ptr, 3 % G, H, offs_k, mask_k, offs_j, mask_j, True)
-    if WIDEN_WEIGHTS:
-        w0 = w0.to(tl.float32)
-        w1 = w1.to(tl.float32)
-        w2 = w2.to(tl.float32)
-        w3 = w3.to(tl.float32)
+    # W_g[slice, :]^T as (BLOCK_H, BLOCK_HS) per gate: gates of the owned units from all of h.
+    w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, True, WIDEN_WEIGHTS)
     b_hn = tl.full((BLOCK_HS,), 0.0, tl.float32)
     if CELL == 3:
         b_hn = tl.load(bhn_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)
@@ -126,12 +130,8 @@ def sliced_forward_kernel(
         nxt = ((k + 1) % 2) * BH
         # A program may own several batch tiles (when P * tiles > SMs): their c lives in cbuf.
         for tile in range(pid_g, num_tiles, groups):
-            offs_b = tile * BLOCK_B + tl.arange(0, BLOCK_B).to(tl.int64)  # int64 from here on
-            mask_b = offs_b < B
-            mask_full = mask_b[:, None] & mask_k[None, :]
-            mask = mask_b[:, None] & mask_j[None, :]
+            offs_b, mask_b, mask_full, mask, own_offs = slice_tile(tile, B, H, BLOCK_B, mask_k, offs_j, mask_j)
             full_offs = offs_b[:, None] * H + offs_k[None, :]
-            own_offs = offs_b[:, None] * H + offs_j[None, :]
             lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
             active = (t < lengths)[:, None]
             row = t * B + offs_b
@@ -139,43 +139,13 @@ def sliced_forward_kernel(
             sv_offs = row[:, None] * (S * H) + offs_j[None, :]
             h = tl.load(hbuf_ptr + cur + own_offs, mask=mask, other=0.0)  # own slice, fp32
             hd = tl.load(hdot_ptr + cur + full_offs, mask=mask_full, other=0.0, cache_modifier=".cg").to(w0.dtype)
-
-            if CELL <= 1:
-                a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-                a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-                h_new = elman_forward(a, CELL == 1)
-                tl.store(saved_ptr + sv_offs, h_new, mask=mask)
-            elif CELL == 2:
+            c = h  # a placeholder; the LSTM reads its c from cbuf
+            if CELL == 2:
                 c = tl.load(cbuf_ptr + own_offs, mask=mask, other=0.0)
-                a_i = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-                a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
-                a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-                a_o = tl.load(gx_ptr + gx_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-                a_i += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-                a_f += tl.dot(hd, w1, input_precision=DOT_PRECISION)
-                a_g += tl.dot(hd, w2, input_precision=DOT_PRECISION)
-                a_o += tl.dot(hd, w3, input_precision=DOT_PRECISION)
-                i, f, g, o, c_new, h_new = lstm_forward(a_i, a_f, a_g, a_o, c)
-                c = tl.where(active, c_new, c)
+            h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
+                                    H, CELL, DOT_PRECISION)
+            if CELL == 2:
                 tl.store(cbuf_ptr + own_offs, c, mask=mask)
-                tl.store(saved_ptr + sv_offs, i, mask=mask)
-                tl.store(saved_ptr + sv_offs + H, f, mask=mask)
-                tl.store(saved_ptr + sv_offs + 2 * H, g, mask=mask)
-                tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
-                tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
-            else:
-                gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-                gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
-                gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-                gh_r = tl.dot(hd, w0, input_precision=DOT_PRECISION)
-                gh_z = tl.dot(hd, w1, input_precision=DOT_PRECISION)
-                gh_n = tl.dot(hd, w2, input_precision=DOT_PRECISION) + b_hn[None, :]
-                r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
-                tl.store(saved_ptr + sv_offs, r, mask=mask)
-                tl.store(saved_ptr + sv_offs + H, z, mask=mask)
-                tl.store(saved_ptr + sv_offs + 2 * H, n, mask=mask)
-                tl.store(saved_ptr + sv_offs + 3 * H, gh_n, mask=mask)
-
             h_next = tl.where(active, h_new, h)
             tl.store(hbuf_ptr + nxt + own_offs, h_next, mask=mask)
             tl.store(hdot_ptr + nxt + own_offs, h_next.to(hdot_ptr.dtype.element_ty), mask=mask)
@@ -216,34 +186,16 @@ def sliced_backward_kernel(
     DOT_PRECISION: tl.constexpr,
     WIDEN_WEIGHTS: tl.constexpr,
 ):
-    pid_s = tl.program_id(0)
-    pid_g = tl.program_id(1)  # batch group: tiles pid_g, pid_g + groups, ...
-    num_slices = tl.num_programs(0)
-    groups = tl.num_programs(1)
-    num_tiles = (B + BLOCK_B - 1) // BLOCK_B
-    offs_k = tl.arange(0, BLOCK_H)
-    offs_j = pid_s * BLOCK_HS + tl.arange(0, BLOCK_HS)
-    mask_k = offs_k < H
-    mask_j = offs_j < H
+    pid_g, groups, num_slices, num_tiles, offs_k, mask_k, offs_j, mask_j = slice_program(B, H, BLOCK_B, BLOCK_H,
+                                                                                          BLOCK_HS)
 
-    w0 = load_slice_tiles(w_ptr, 0, H, offs_k, mask_k, offs_j, mask_j, False)
-    w1 = load_slice_tiles(w_ptr, 1 % G, H, offs_k, mask_k, offs_j, mask_j, False)
-    w2 = load_slice_tiles(w_ptr, 2 % G, H, offs_k, mask_k, offs_j, mask_j, False)
-    w3 = load_slice_tiles(w_ptr, 3 % G, H, offs_k, mask_k, offs_j, mask_j, False)
-    if WIDEN_WEIGHTS:
-        w0 = w0.to(tl.float32)
-        w1 = w1.to(tl.float32)
-        w2 = w2.to(tl.float32)
-        w3 = w3.to(tl.float32)
+    # W_g[:, slice] as (BLOCK_H, BLOCK_HS) per gate: dh of the owned units from all gate gradients.
+    w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, False, WIDEN_WEIGHTS)
     wdt = w0.dtype
 
     for k in range(k_begin, k_end + finish):
         for tile in range(pid_g, num_tiles, groups):
-            offs_b = tile * BLOCK_B + tl.arange(0, BLOCK_B).to(tl.int64)  # int64 from here on
-            mask_b = offs_b < B
-            mask_full = mask_b[:, None] & mask_k[None, :]
-            mask = mask_b[:, None] & mask_j[None, :]
-            own_offs = offs_b[:, None] * H + offs_j[None, :]
+            offs_b, mask_b, mask_full, mask, own_offs = slice_tile(tile, B, H, BLOCK_B, mask_k, offs_j, mask_j)
             # dh: the part of dh_t known before step t+1's gate gradients are reduced (phase A
             # adds them); for the GRU it includes the direct term dh * z. Kept in dhbuf.
             dh = tl.load(dhbuf_ptr + own_offs, mask=mask, other=0.0)
@@ -275,62 +227,21 @@ def sliced_backward_kernel(
             # Phase B: this program's slice of the gate gradients of step k.
             if k < k_end:
                 lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
-                if REVERSE:
-                    t = k
-                    has_prev = (t + 1 < lengths) & ((offs_b * 0 + t + 1) < T)
-                    prev_row = (t + 1) * B + offs_b
-                else:
-                    t = T - 1 - k
-                    has_prev = (offs_b * 0 + t) > 0
-                    prev_row = (t - 1) * B + offs_b
-                active = (t < lengths)[:, None]
-                prev_mask = mask & has_prev[:, None]
-                row = t * B + offs_b
-                gx_offs = row[:, None] * (G * H) + offs_j[None, :]
-                sv_offs = row[:, None] * (S * H) + offs_j[None, :]
-                dh_tot = dh + tl.load(dout_ptr + row[:, None] * H + offs_j[None, :], mask=mask, other=0.0).to(
-                    tl.float32
-                )
-                if CELL <= 1:
-                    h = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
-                    da = tl.where(active, elman_backward(dh_tot, h, CELL == 1), 0.0)
-                    tl.store(dgx_ptr + gx_offs, da.to(dgx_ptr.dtype.element_ty), mask=mask)
-                    dh = tl.where(active, 0.0, dh)
-                elif CELL == 2:
+                active, row, prev_row, has_prev = backward_rows(k, T, B, offs_b, lengths, REVERSE)
+                dc = dh  # a placeholder; the LSTM reads its dc from dcbuf
+                if CELL == 2:
                     dc = tl.load(dcbuf_ptr + own_offs, mask=mask, other=0.0)
-                    i = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
-                    f = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
-                    g = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
-                    o = tl.load(saved_ptr + sv_offs + 3 * H, mask=mask, other=0.0)
-                    c = tl.load(saved_ptr + sv_offs + 4 * H, mask=mask, other=0.0)
-                    c_prev = tl.load(saved_ptr + prev_row[:, None] * (S * H) + offs_j[None, :] + 4 * H,
-                                     mask=prev_mask, other=0.0)
-                    c0 = tl.load(c0_ptr + own_offs, mask=mask, other=0.0).to(tl.float32)
-                    c_prev = tl.where(has_prev[:, None], c_prev, c0)
-                    da_i, da_f, da_g, da_o, dc_prev = lstm_backward(dh_tot, dc, i, f, g, o, c, c_prev)
-                    ty = dgx_ptr.dtype.element_ty
-                    tl.store(dgx_ptr + gx_offs, tl.where(active, da_i, 0.0).to(ty), mask=mask)
-                    tl.store(dgx_ptr + gx_offs + H, tl.where(active, da_f, 0.0).to(ty), mask=mask)
-                    tl.store(dgx_ptr + gx_offs + 2 * H, tl.where(active, da_g, 0.0).to(ty), mask=mask)
-                    tl.store(dgx_ptr + gx_offs + 3 * H, tl.where(active, da_o, 0.0).to(ty), mask=mask)
-                    tl.store(dcbuf_ptr + own_offs, tl.where(active, dc_prev, dc), mask=mask)
-                    dh = tl.where(active, 0.0, dh)
-                else:
-                    r = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
-                    z = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
-                    n = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
-                    gh_n = tl.load(saved_ptr + sv_offs + 3 * H, mask=mask, other=0.0)
-                    h_prev = tl.load(out_ptr + prev_row[:, None] * H + offs_j[None, :], mask=prev_mask, other=0.0)
-                    h0 = tl.load(h0_ptr + own_offs, mask=mask, other=0.0)
-                    h_prev = tl.where(has_prev[:, None], h_prev.to(tl.float32), h0.to(tl.float32))
-                    da_r, da_z, da_n, dgh_n, dh_direct = gru_backward(dh_tot, r, z, n, gh_n, h_prev)
-                    ty = dgx_ptr.dtype.element_ty
-                    tl.store(dgx_ptr + gx_offs, tl.where(active, da_r, 0.0).to(ty), mask=mask)
-                    tl.store(dgx_ptr + gx_offs + H, tl.where(active, da_z, 0.0).to(ty), mask=mask)
-                    tl.store(dgx_ptr + gx_offs + 2 * H, tl.where(active, da_n, 0.0).to(ty), mask=mask)
-                    tl.store(dghn_ptr + row[:, None] * H + offs_j[None, :], tl.where(active, dgh_n, 0.0).to(ty),
-                             mask=mask)
+                # The gate gradients go to dgx (phase A of the next step reads them back).
+                _, _, _, _, dh_direct, dc = backward_step(
+                    dh, dc, row, prev_row, has_prev, active, own_offs, offs_j, mask, dout_ptr, saved_ptr, out_ptr,
+                    h0_ptr, c0_ptr, dgx_ptr, dghn_ptr, H, G, S, CELL
+                )
+                if CELL == 2:
+                    tl.store(dcbuf_ptr + own_offs, dc, mask=mask)
+                if CELL == 3:  # the direct term dh_tot * z; the rest comes in phase A
                     dh = tl.where(active, dh_direct, dh)
+                else:
+                    dh = tl.where(active, 0.0, dh)
                 # Inactive rows stored zero gate gradients, so phase A adds nothing to their dh.
             tl.store(dhbuf_ptr + own_offs, dh, mask=mask)
         if BARRIER:
