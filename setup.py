@@ -93,7 +93,7 @@ def cuda_extensions():
     define = [f'-DFASTRNN_CUDA_ARCHS="{";".join(archs)}"']
     ext = CUDAExtension(
         name="fastrnn._C",
-        sources=["csrc/bindings.cpp", "csrc/probe.cu"],
+        sources=["csrc/bindings.cpp", "csrc/probe.cu", "csrc/rnn_forward.cu", "csrc/rnn_backward.cu"],
         include_dirs=[os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": ["-O3"] + define,
                             "nvcc": ["-O3", "--expt-relaxed-constexpr"] + define + gencode},

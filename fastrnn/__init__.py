@@ -12,6 +12,7 @@ from .backends import BackendError, registered_backends, use_backend
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from . import reference as _reference  # noqa: F401  (registers the "reference" backend)
 from .triton import backend as _triton_backend  # noqa: F401  (registers "triton")
+from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
 
 __version__ = "0.1.0"
 

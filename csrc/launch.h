@@ -1,0 +1,155 @@
+// Host-side helpers shared by rnn_forward.cu and rnn_backward.cu: tensor checks, dtype and cell
+// dispatch, launch plan from device properties, co-residency check, cooperative launch.
+// c10 headers only (not ATen/cuda/CUDAContext.h, which needs cuBLAS/cuSPARSE headers).
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#include <torch/extension.h>
+
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "cell_math.cuh"
+#include "dtype.cuh"
+#include "layout.cuh"
+
+namespace fastrnn {
+
+inline const char* cell_name(int64_t cell) {
+  switch (cell) {
+    case kRnnTanh: return "rnn_tanh";
+    case kRnnRelu: return "rnn_relu";
+    case kLstm: return "lstm";
+    case kGru: return "gru";
+    default: return "unknown";
+  }
+}
+
+// Test hook (fastrnn._C.set_poison): fill every buffer the kernels must write completely with
+// NaN before the launch, so an element a kernel forgets to write shows up as NaN.
+inline bool& poison_flag() {
+  static bool flag = false;
+  return flag;
+}
+
+inline torch::Tensor new_buffer(c10::IntArrayRef shape, const torch::TensorOptions& options) {
+  auto t = torch::empty(shape, options);
+  if (poison_flag()) t.fill_(std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
+
+inline int num_gates(int64_t cell) { return cell == kLstm ? 4 : cell == kGru ? 3 : 1; }
+
+inline void check_cuda_tensor(const torch::Tensor& t, const char* fn, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor, got one on ", t.device());
+  TORCH_CHECK(t.device() == like.device(), fn, ": ", name, " is on ", t.device(), " but the input is on ",
+              like.device(), "; all tensors must be on the same GPU");
+  TORCH_CHECK(t.is_contiguous(), fn, ": ", name, " must be contiguous (call .contiguous())");
+}
+
+inline void check_same_dtype(const torch::Tensor& t, const char* fn, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
+              " but the input has ", like.scalar_type(), "; all floating tensors must share one dtype");
+}
+
+inline void check_shape(const torch::Tensor& t, const char* fn, const char* name, c10::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, fn, ": ", name, " must have shape ", shape, ", got ", t.sizes());
+}
+
+// Device properties the plan needs.
+struct DeviceLimits {
+  int num_sms;
+  int64_t smem_per_block;  // opt-in maximum of dynamic shared memory per block
+  bool cooperative;
+};
+
+inline DeviceLimits device_limits(int device) {
+  DeviceLimits d{};
+  int smem = 0, coop = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&d.num_sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+  d.smem_per_block = smem;
+  d.cooperative = coop != 0;
+  return d;
+}
+
+// Plan the launch, check that all blocks can be resident at once, and launch cooperatively.
+// `kernel` takes one argument struct `Args` by value.
+template <typename Args>
+void launch_persistent(void (*kernel)(Args), Args args, int64_t cell, int itemsize, bool backward,
+                       const torch::Tensor& like, Plan* used_plan) {
+  const char* fn = backward ? "fastrnn cuda backward" : "fastrnn cuda forward";
+  const int device = like.device().index();
+  const DeviceLimits limits = device_limits(device);
+  TORCH_CHECK(limits.cooperative, fn, ": GPU ", device,
+              " does not support cooperative launches, which the persistent kernels need; use backend='triton' or "
+              "'reference'");
+  const int gates = num_gates(cell);
+  const Plan plan = make_plan(gates, itemsize, args.hidden, args.batch, limits.num_sms, limits.smem_per_block, backward);
+  TORCH_CHECK(plan.blocks > 0, fn, ": hidden_size ", args.hidden, " is too large for the CUDA backend's ", cell_name(cell),
+              " kernel on this GPU (", limits.num_sms, " SMs, ", limits.smem_per_block,
+              " bytes of shared memory per block): each SM's slice of W_hh must fit in shared memory; see "
+              "fastrnn/cuda/capacity.py");
+  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(plan.smem)));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel), kThreads,
+                                                               static_cast<size_t>(plan.smem)));
+  TORCH_CHECK(static_cast<int64_t>(per_sm) * limits.num_sms >= plan.blocks, fn, ": the persistent ", cell_name(cell),
+              " kernel needs ", plan.blocks, " blocks resident at once (", plan.smem,
+              " bytes of shared memory each) but this GPU holds only ", per_sm, " per SM x ", limits.num_sms,
+              " SMs; is another kernel or MPS limiting the GPU? Use backend='triton' or 'reference'");
+  args.units = plan.units;
+  args.batch_tile = plan.batch_tile;
+  void* kernel_args[] = {&args};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(plan.blocks), dim3(kThreads),
+                                             kernel_args, static_cast<size_t>(plan.smem),
+                                             c10::cuda::getCurrentCUDAStream(device).stream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (used_plan != nullptr) *used_plan = plan;
+}
+
+// Storage type of a torch dtype in the kernels.
+template <typename Scalar> struct StorageType { using type = Scalar; };
+template <> struct StorageType<c10::Half> { using type = __half; };
+template <> struct StorageType<c10::BFloat16> { using type = __nv_bfloat16; };
+
+template <typename T>
+const T* cptr(const torch::Tensor& t) {
+  using S = std::conditional_t<std::is_same_v<T, __half>, c10::Half,
+                               std::conditional_t<std::is_same_v<T, __nv_bfloat16>, c10::BFloat16, float>>;
+  return t.defined() ? reinterpret_cast<const T*>(t.data_ptr<S>()) : nullptr;
+}
+
+template <typename T>
+T* mptr(torch::Tensor& t) {
+  return const_cast<T*>(cptr<T>(t));
+}
+
+// Calls f.template operator()<Cell, T>() for the run-time cell id and dtype: 4 cells x 3 dtypes.
+template <typename F>
+void dispatch(int64_t cell, c10::ScalarType dtype, const char* fn, F&& f) {
+  auto by_dtype = [&](auto cell_tag) {
+    using Cell = decltype(cell_tag);
+    switch (dtype) {
+      case torch::kFloat32: f.template operator()<Cell, float>(); break;
+      case torch::kFloat16: f.template operator()<Cell, __half>(); break;
+      case torch::kBFloat16: f.template operator()<Cell, __nv_bfloat16>(); break;
+      default: TORCH_CHECK(false, fn, ": dtype ", dtype, " is not supported (float32, float16, bfloat16 are)");
+    }
+  };
+  switch (cell) {
+    case kRnnTanh: by_dtype(ElmanTanhCell{}); break;
+    case kRnnRelu: by_dtype(ElmanReluCell{}); break;
+    case kLstm: by_dtype(LstmCell{}); break;
+    case kGru: by_dtype(GruCell{}); break;
+    default: TORCH_CHECK(false, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
+  }
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,103 @@
+"""Registration of the CUDA C++ backend (``backend="cuda"``) and its support checks.
+
+Nothing here imports the compiled extension ``fastrnn._C`` at module level: ``import fastrnn``
+must stay fast and work where the extension was not built. ``unavailable()`` imports it (only
+consulted when the backend is named: ``auto`` skips it first for being unverified), and
+:mod:`.autograd` uses it when a layer runs.
+
+Supported: cells rnn_tanh, rnn_relu, lstm, gru; forward and reverse direction; per-sequence
+lengths (0 allowed); given or zero h0/c0; with or without biases; float32, float16, bfloat16
+(fp32 math, fp32 carried state); CUDA tensors; hidden sizes up to
+:func:`fastrnn.cuda.capacity.capacity` for the tensor's GPU. Backward (train and eval mode);
+no double backward (``@once_differentiable``).
+Not supported (reason strings; ``auto`` falls back, a named request raises
+:class:`fastrnn.BackendError`): CPU tensors, proj_size > 0, float64, hidden sizes beyond the
+capacity.
+
+``auto=False``: these kernels have been compiled (sm_80, sm_90a) but never yet run on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Optional
+
+import torch
+
+from ..backends import Backend, LayerProblem, register_backend
+from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CELL_IDS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}  # CellId in kernels/cell_math.cuh
+EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan")
+
+
+@functools.lru_cache(maxsize=None)
+def _extension_error() -> Optional[str]:
+    try:
+        ext = importlib.import_module("fastrnn._C")
+    except ImportError as exc:
+        return (f"the CUDA extension fastrnn._C is not built ({exc}); build it with "
+                f"`python setup.py build_ext --inplace` (needs nvcc and a CUDA build of torch)")
+    missing = [name for name in EXTENSION_FUNCTIONS if not hasattr(ext, name)]
+    if missing:
+        return f"fastrnn._C is an old build without {missing}; rebuild it"
+    return None
+
+
+def unavailable() -> Optional[str]:
+    why = _extension_error()
+    if why is not None:
+        return why
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is available"
+    return None
+
+
+def device_limits(device: torch.device):
+    """(SM count, opt-in shared memory per block) of ``device``; H100 figures off the GPU."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return H100_SMS, H100_SMEM_PER_BLOCK
+    props = torch.cuda.get_device_properties(device)
+    return props.multi_processor_count, props.shared_memory_per_block_optin
+
+
+def unsupported(problem: LayerProblem) -> Optional[str]:
+    cell = problem.cell
+    if cell.name not in CELL_IDS:
+        return f"cell {cell.name!r} has no CUDA kernel"
+    if problem.device.type != "cuda":
+        return f"the CUDA backend needs CUDA tensors, got tensors on {problem.device}"
+    if problem.proj_size > 0:
+        return "proj_size > 0 (LSTM projection) is not implemented in the CUDA kernels"
+    if problem.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {problem.dtype} is not supported (float32, float16, bfloat16 are)"
+    sms, smem = device_limits(problem.device)
+    limit = capacity(cell.num_gates, torch.empty((), dtype=problem.dtype).element_size(), sms, smem)
+    if problem.hidden_size > limit:
+        return (
+            f"hidden_size {problem.hidden_size} exceeds the CUDA kernels' capacity of {limit} for "
+            f"{cell.name} in {problem.dtype} on this GPU ({sms} SMs, {smem} bytes of shared memory "
+            f"per block: each SM's slice of W_hh must fit; see fastrnn/cuda/capacity.py)"
+        )
+    return None
+
+
+def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
+    """Run one layer-direction on the CUDA kernels (signature of ``reference_layer``)."""
+    from .autograd import cuda_layer as run  # imports fastrnn._C; only when a layer actually runs
+
+    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
+
+
+register_backend(
+    Backend(
+        name="cuda",
+        priority=20,
+        run_layer=cuda_layer,
+        unavailable=unavailable,
+        unsupported=unsupported,
+        auto=False,  # never yet run on a real GPU: only run when named
+    )
+)

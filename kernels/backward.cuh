@@ -1,0 +1,144 @@
+// Persistent backward kernel of one layer-direction: all T steps in reverse processing order in
+// one cooperative launch. Mirrors forward.cuh (same work split, layout.cuh).
+//
+// Inputs: dout (T, B, H), dh_n / dc_n (B, H) gradients of the final state (dc_n: LSTM only),
+// w_hh (G*H, H), saved (T, B, S*H) fp32 from the forward, lengths (B) int32.
+// Outputs: dgx (T, B, G*H) gradient of the input projection gx; dghn (T, B, H) GRU only: the
+// gradient of W_hn h + b_hn (= da_n * r; for the other gates and cells dgh = dgx);
+// dh0, dc0 (B, H) gradients of the initial state.
+// Work buffers (fp32): dgbuf (2, B, G*H) double buffer of dgh exchanged between blocks;
+// dhbuf, dcbuf (B, H) the carried dh (partial) and dc of this block's units.
+//
+// Block p owns units [p*U, p*U + U); its shared memory holds W_hh[:, its units] transposed
+// (U x G*H) for all steps. Per step t, processed in the reverse of the forward's order:
+//   A (local): for each (b, u) owned: dh = carried dh + dout[t] (if active); cell backward from
+//      saved -> dgx[t], dghn[t], dgbuf[k%2]; carried dh = dh_direct, dc = dc_prev.
+//      Inactive step: gradients zero, dh and dc pass through unchanged (state was frozen).
+//   grid.sync()  (all of dgh_t visible)
+//   B: for each tile of BT sequences: stage dgh_t in shared memory (from L2); one warp per
+//      (sequence, unit): carried dh[b, u] += sum_r dgh_t[b, r] * W_hh[r, u].
+// dgbuf is double-buffered, so one grid barrier per step suffices: step k+1's phase A writes
+// the other half while slower blocks still read step k's half in phase B.
+// dW_hh, dW_ih, dX and the biases are GEMMs over all steps on the host (fastrnn/cuda/autograd.py).
+#pragma once
+
+#include <cstdint>
+
+#include "cell_math.cuh"
+#include "dtype.cuh"
+#include "layout.cuh"
+#include "device.cuh"
+
+namespace fastrnn {
+
+template <typename T>
+struct BackwardArgs {
+  const T* dout;
+  const T* dh_n;
+  const T* dc_n;  // LSTM only
+  const T* w_hh;
+  const float* saved;
+  const int32_t* lengths;
+  T* dgx;
+  T* dghn;  // GRU only
+  T* dh0;
+  T* dc0;  // LSTM only
+  float* dgbuf;  // (2, B, G*H)
+  float* dhbuf;  // (B, H)
+  float* dcbuf;  // (B, H), LSTM only
+  int64_t seq_len;
+  int64_t batch;
+  int64_t hidden;
+  int units;
+  int batch_tile;
+  bool reverse;
+};
+
+template <typename Cell, typename T>
+__global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardArgs<T> a) {
+  namespace cg = cooperative_groups;
+  constexpr int G = Cell::kGates;
+  constexpr int S = Cell::kSaved;
+  cg::grid_group grid = cg::this_grid();
+
+  const int64_t H = a.hidden, B = a.batch, TT = a.seq_len, GH = G * a.hidden;
+  const int64_t U = a.units;
+  const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t nu = (H - u0) < U ? (H - u0) : U;
+
+  unsigned char* smem = dynamic_smem();
+  T* wt_s = reinterpret_cast<T*>(smem);  // (U, G*H): wt_s[ul*GH + r] = W_hh[r, u0 + ul]
+  float* dg_s = reinterpret_cast<float*>(smem + weight_smem_bytes(G, sizeof(T), H, U));  // (BT, G*H)
+
+  for (int64_t i = threadIdx.x; i < nu * GH; i += blockDim.x) {
+    const int64_t r = i / nu, ul = i % nu;  // consecutive threads read consecutive columns
+    wt_s[ul * GH + r] = a.w_hh[r * H + u0 + ul];
+  }
+  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+    const int64_t b = i / nu, u = u0 + i % nu;
+    a.dhbuf[b * H + u] = to_float(a.dh_n[b * H + u]);
+    if (Cell::kHasCellState) a.dcbuf[b * H + u] = to_float(a.dc_n[b * H + u]);
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int64_t k = 0; k < TT; ++k) {
+    const int64_t t = a.reverse ? k : TT - 1 - k;
+    float* dg = a.dgbuf + (k & 1) * B * GH;
+    // Phase A: gate gradients of this block's units.
+    for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+      const int64_t b = i / nu, u = u0 + i % nu;
+      const int64_t row = t * B + b;
+      T* dgx_row = a.dgx + row * GH;
+      if (t < a.lengths[b]) {
+        const float dh = a.dhbuf[b * H + u] + to_float(a.dout[row * H + u]);
+        const float dc = Cell::kHasCellState ? a.dcbuf[b * H + u] : 0.f;
+        float sv[S], dgx[G], dgh[G], dh_direct, dc_prev;
+        const float* saved = a.saved + row * (S * H) + u;
+#pragma unroll
+        for (int s = 0; s < S; ++s) sv[s] = saved[s * H];
+        Cell::backward(sv, dh, dc, dgx, dgh, dh_direct, dc_prev);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          dgx_row[g * H + u] = from_float<T>(dgx[g]);
+          dg[b * GH + g * H + u] = dgh[g];
+        }
+        if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(dgh[G - 1]);
+        a.dhbuf[b * H + u] = dh_direct;
+        if (Cell::kHasCellState) a.dcbuf[b * H + u] = dc_prev;
+      } else {  // inactive: no gradient into the gates; dh, dc pass through
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          dgx_row[g * H + u] = from_float<T>(0.f);
+          dg[b * GH + g * H + u] = 0.f;
+        }
+        if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(0.f);
+      }
+    }
+    grid.sync();  // dgh_t of every unit visible to every block
+    // Phase B: carried dh += dgh_t W_hh restricted to this block's units.
+    for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
+      const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) dg_s[i] = __ldcg(dg + b0 * GH + i);
+      __syncthreads();
+      for (int64_t item = warp; item < nb * nu; item += warps) {
+        const int64_t bl = item / nu, ul = item % nu;
+        const float* grow = dg_s + bl * GH;
+        const T* wrow = wt_s + ul * GH;
+        float acc = 0.f;
+        for (int64_t r = lane; r < GH; r += 32) acc = fmaf(grow[r], to_float(wrow[r]), acc);
+        acc = warp_sum(acc);
+        if (lane == 0) a.dhbuf[(b0 + bl) * H + u0 + ul] += acc;
+      }
+    }
+    __syncthreads();  // phase A of the next step reads dhbuf written by other warps
+  }
+  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+    const int64_t b = i / nu, u = u0 + i % nu;
+    a.dh0[b * H + u] = from_float<T>(a.dhbuf[b * H + u]);
+    if (Cell::kHasCellState) a.dc0[b * H + u] = from_float<T>(a.dcbuf[b * H + u]);
+  }
+}
+
+}  // namespace fastrnn

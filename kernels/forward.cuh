@@ -1,0 +1,147 @@
+// Persistent forward kernel of one layer-direction: all T steps in one cooperative launch.
+//
+// Inputs (row-major, contiguous; T = seq_len, B = batch, H = hidden, G = Cell::kGates):
+//   gx      (T, B, G*H)  input projection W_ih x + b_ih + b_hh (the GRU's n block: + b_in only)
+//   w_hh    (G*H, H)     recurrent weights, torch.nn row order
+//   b_hn    (H)          GRU only: the n gate's recurrent bias (r multiplies W_hn h + b_hn)
+//   h0, c0  (B, H)       initial state (c0: LSTM only)
+//   lengths (B) int32    step t of sequence b is active when t < lengths[b]
+// Outputs:
+//   out     (T, B, H)    h_t, zero at inactive steps
+//   h_n, c_n (B, H)      final state (frozen past a sequence's end)
+//   saved   (T, B, S*H)  fp32, S = Cell::kSaved values per unit (cell_math.cuh), zero when inactive
+// Work buffers (fp32): hbuf (2, B, H) double buffer of h exchanged between blocks; cbuf (B, H)
+// the LSTM cell state (each unit's c stays with the block that owns the unit).
+//
+// Block p owns units [p*U, p*U + U) with all their gates (layout.cuh); its W_hh rows stay in
+// shared memory for all T steps. Per step t (t = T-1..0 when reverse):
+//   for each tile of BT sequences: stage h_{t-1} (read from L2, bypassing L1) in shared memory;
+//   one warp per (sequence, unit): the G dot products h_{t-1} . W_hh[g*H + u, :] (lanes split
+//   H, fp32 FMA), then lane 0 does the cell update and writes out, saved, hbuf[next], cbuf;
+//   grid.sync() so every block sees the complete h_t.
+// Plain FMA loops: tensor cores (mma.sync / wgmma) are a later step.
+#pragma once
+
+#include <cstdint>
+
+#include "cell_math.cuh"
+#include "dtype.cuh"
+#include "layout.cuh"
+#include "device.cuh"
+
+namespace fastrnn {
+
+template <typename T>
+struct ForwardArgs {
+  const T* gx;
+  const T* w_hh;
+  const T* b_hn;  // GRU only (else may be null)
+  const T* h0;
+  const T* c0;  // LSTM only (else may be null)
+  const int32_t* lengths;
+  T* out;
+  T* h_n;
+  T* c_n;  // LSTM only
+  float* saved;
+  float* hbuf;  // (2, B, H)
+  float* cbuf;  // (B, H), LSTM only
+  int64_t seq_len;
+  int64_t batch;
+  int64_t hidden;
+  int units;       // U
+  int batch_tile;  // BT
+  bool reverse;
+};
+
+template <typename Cell, typename T>
+__global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArgs<T> a) {
+  namespace cg = cooperative_groups;
+  constexpr int G = Cell::kGates;
+  constexpr int S = Cell::kSaved;
+  cg::grid_group grid = cg::this_grid();
+
+  const int64_t H = a.hidden, B = a.batch, TT = a.seq_len;
+  const int64_t U = a.units;
+  const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t nu = (H - u0) < U ? (H - u0) : U;  // units of this block (>= 1 by the plan)
+
+  unsigned char* smem = dynamic_smem();
+  T* w_s = reinterpret_cast<T*>(smem);  // (G*U, H): row g*U + ul is W_hh row g*H + u0 + ul
+  float* h_s = reinterpret_cast<float*>(smem + weight_smem_bytes(G, sizeof(T), H, U));  // (BT, H)
+
+  // Resident weights for all steps.
+  for (int64_t i = threadIdx.x; i < G * nu * H; i += blockDim.x) {
+    const int64_t row = i / H, k = i % H;
+    const int64_t g = row / nu, ul = row % nu;
+    w_s[(g * U + ul) * H + k] = a.w_hh[(g * H + u0 + ul) * H + k];
+  }
+  // Initial state of this block's units.
+  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+    const int64_t b = i / nu, u = u0 + i % nu;
+    a.hbuf[b * H + u] = to_float(a.h0[b * H + u]);
+    if (Cell::kHasCellState) a.cbuf[b * H + u] = to_float(a.c0[b * H + u]);
+  }
+  grid.sync();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int64_t k = 0; k < TT; ++k) {
+    const int64_t t = a.reverse ? TT - 1 - k : k;
+    const float* h_prev = a.hbuf + (k & 1) * B * H;
+    float* h_next = a.hbuf + ((k + 1) & 1) * B * H;
+    for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
+      const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
+      __syncthreads();  // the previous tile's readers are done with h_s
+      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) h_s[i] = __ldcg(h_prev + b0 * H + i);
+      __syncthreads();
+      for (int64_t item = warp; item < nb * nu; item += warps) {
+        const int64_t bl = item / nu, ul = item % nu;
+        const int64_t b = b0 + bl, u = u0 + ul;
+        float acc[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g] = 0.f;
+        const float* hrow = h_s + bl * H;
+        for (int64_t j = lane; j < H; j += 32) {
+          const float hj = hrow[j];
+#pragma unroll
+          for (int g = 0; g < G; ++g) acc[g] = fmaf(hj, to_float(w_s[(g * U + ul) * H + j]), acc[g]);
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g] = warp_sum(acc[g]);
+        if (lane == 0) {
+          const int64_t row = t * B + b;  // 64-bit: T*B*G*H may pass 2^31
+          const float hp = hrow[u];
+          float* sv = a.saved + row * (S * H) + u;
+          if (t < a.lengths[b]) {
+            float gx[G], sv_v[S];
+#pragma unroll
+            for (int g = 0; g < G; ++g) gx[g] = to_float(a.gx[row * (G * H) + g * H + u]);
+            if (Cell::kGruRecurrentBias) acc[G - 1] += to_float(a.b_hn[u]);
+            const float cp = Cell::kHasCellState ? a.cbuf[b * H + u] : 0.f;
+            float hn, cn;
+            Cell::forward(gx, acc, hp, cp, sv_v, hn, cn);
+            a.out[row * H + u] = from_float<T>(hn);
+#pragma unroll
+            for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
+            h_next[b * H + u] = hn;
+            if (Cell::kHasCellState) a.cbuf[b * H + u] = cn;
+          } else {  // past the sequence's end: state frozen, output zero
+            a.out[row * H + u] = from_float<T>(0.f);
+#pragma unroll
+            for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
+            h_next[b * H + u] = hp;
+          }
+        }
+      }
+    }
+    grid.sync();  // h_t complete in every block before anyone reads it
+  }
+  // Final state of this block's units (hbuf[T % 2] holds h_T).
+  const float* h_last = a.hbuf + (TT & 1) * B * H;
+  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+    const int64_t b = i / nu, u = u0 + i % nu;
+    a.h_n[b * H + u] = from_float<T>(h_last[b * H + u]);
+    if (Cell::kHasCellState) a.c_n[b * H + u] = from_float<T>(a.cbuf[b * H + u]);
+  }
+}
+
+}  // namespace fastrnn

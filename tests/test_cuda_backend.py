@@ -1,0 +1,341 @@
+"""The CUDA C++ backend (backend="cuda") against the float64 reference (design.md §6).
+
+Two parts:
+- Without a GPU (runs everywhere): registration, the reasons ``auto`` skips it and a named
+  request fails on CPU tensors, lazy import of fastrnn._C, the functions fastrnn._C exposes (when
+  built), and that fastrnn/cuda/capacity.py agrees with the launcher's plan (kernels/layout.cuh,
+  through fastrnn._C.plan).
+- With a CUDA GPU: the equivalence suite. The kernels run in float32 on the float32 rounding of
+  the float64 reference's inputs and must reach ``|out - ref|max / |ref|max < 1e-4`` for outputs,
+  final states and the gradients of x, h0, c0 and every parameter; bf16/fp16 at most ~2x the
+  reference's own error in that dtype and never above 1e-2. All kernel buffers are NaN-poisoned
+  before each launch (fastrnn._C.set_poison), and each test checks that the CUDA kernels ran
+  (fastrnn.cuda.autograd.LAUNCHES).
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastrnn
+from fastrnn.backends import LayerProblem, get_backend, registered_backends
+from fastrnn.cells import CELLS
+from fastrnn.cuda import backend as cuda_backend
+from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan
+from fastrnn.functional import rnn_layer
+from fastrnn.reference import reference_layer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILT = importlib.util.find_spec("fastrnn._C") is not None
+GPU = torch.cuda.is_available()
+needs_ext = pytest.mark.skipif(not BUILT, reason="fastrnn._C is not built here (no nvcc or no CUDA build of torch)")
+needs_gpu = pytest.mark.skipif(not (GPU and BUILT), reason="needs a CUDA GPU and the built extension fastrnn._C")
+
+FP32_TOL = 1e-4
+
+
+# ----------------------------------------------------------------------------- CPU-runnable
+
+
+def test_registered_with_priority_and_not_auto():
+    assert "cuda" in registered_backends()
+    backend = get_backend("cuda")
+    assert backend.priority == 20 and backend.auto is False
+    assert registered_backends().index("cuda") < registered_backends().index("triton")
+
+
+def test_auto_skips_cuda_with_reason():
+    model = fastrnn.LSTM(8, 16)
+    choice = model.explain_backend(torch.randn(3, 2, 8))
+    assert choice.backend == "reference"
+    assert "not yet verified" in choice.skipped["cuda"]
+    assert "'cuda'" in str(choice)
+
+
+def test_cpu_tensors_raise_backend_error():
+    model = fastrnn.GRU(8, 16, backend="cuda")
+    with pytest.raises(fastrnn.BackendError, match="cuda"):
+        model(torch.randn(3, 2, 8))
+
+
+def _problem(**changes):
+    base = dict(cell=CELLS["lstm"], device=torch.device("cuda"), dtype=torch.float32, input_size=8, hidden_size=16,
+                proj_size=0, batch_size=2, seq_len=3, has_bias=True, has_lengths=False)
+    base.update(changes)
+    return LayerProblem(**base)
+
+
+def test_unsupported_reasons():
+    unsupported = cuda_backend.unsupported
+    assert "CUDA tensors" in unsupported(_problem(device=torch.device("cpu")))
+    assert "proj_size" in unsupported(_problem(proj_size=4))
+    assert "float64" in unsupported(_problem(dtype=torch.float64))
+    sms, smem = cuda_backend.device_limits(torch.device("cuda"))
+    for name in CELLS:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            limit = capacity(CELLS[name].num_gates, torch.empty((), dtype=dtype).element_size(), sms, smem)
+            assert unsupported(_problem(cell=CELLS[name], dtype=dtype, hidden_size=limit)) is None
+            assert "capacity" in unsupported(_problem(cell=CELLS[name], dtype=dtype, hidden_size=limit + 1))
+
+
+def test_unavailable_reason():
+    why = cuda_backend.unavailable()
+    if BUILT and GPU:
+        assert why is None
+    elif not BUILT:
+        assert "not built" in why
+    else:
+        assert why == "no CUDA GPU is available"
+
+
+def test_capacity_table_h100():
+    """The numbers documented in fastrnn/cuda/capacity.py (132 SMs, 227 KB per block)."""
+    assert [capacity(g, 4) for g in (1, 3, 4)] == [2641, 1490, 1320]
+    assert [capacity(g, 2) for g in (1, 3, 4)] == [3748, 2112, 1816]
+    assert plan(4, 2, 1816, 1, H100_SMS, H100_SMEM_PER_BLOCK, True).smem == H100_SMEM_PER_BLOCK
+    assert plan(4, 2, 1817, 1, H100_SMS, H100_SMEM_PER_BLOCK, True).blocks == 0
+    assert plan(4, 2, 768, 16, H100_SMS, H100_SMEM_PER_BLOCK, False) == (128, 6, 8, 4 * 6 * 768 * 2 + 8 * 768 * 4)
+
+
+def test_import_fastrnn_does_not_import_extension():
+    code = "import sys, fastrnn; assert 'fastrnn._C' not in sys.modules, 'import fastrnn imported fastrnn._C'"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
+
+
+@needs_ext
+def test_extension_exposes_functions():
+    from fastrnn import _C
+
+    for name in ("rnn_forward", "rnn_backward", "plan", "set_poison"):
+        assert callable(getattr(_C, name)), name
+
+
+@needs_ext
+@pytest.mark.parametrize("gates,itemsize", [(1, 4), (1, 2), (3, 4), (3, 2), (4, 4), (4, 2)])
+@pytest.mark.parametrize("backward", [False, True])
+def test_capacity_agrees_with_launcher_plan(gates, itemsize, backward):
+    """fastrnn/cuda/capacity.py restates kernels/layout.cuh's make_plan: same plans."""
+    from fastrnn import _C
+
+    for sms, smem in ((132, 232_448), (108, 166_912), (16, 101_376)):
+        limit = capacity(gates, itemsize, sms, smem)
+        for hidden in (1, 7, 24, 200, sms, sms + 1, 1000, limit - 1, limit, limit + 1):
+            for batch in (1, 3, 17):
+                assert tuple(plan(gates, itemsize, hidden, batch, sms, smem, backward)) == tuple(
+                    _C.plan(gates, itemsize, hidden, batch, sms, smem, backward)), (hidden, batch, sms)
+        assert _C.plan(gates, itemsize, limit, 1, sms, smem, backward)[0] > 0
+        assert min(_C.plan(gates, itemsize, limit + 1, 1, sms, smem, bwd)[0] for bwd in (False, True)) == 0
+
+
+@needs_ext
+def test_extension_rejects_cpu_tensors_with_clear_message():
+    from fastrnn import _C
+
+    x = torch.zeros(2, 3, 4)
+    with pytest.raises(RuntimeError, match="must be a CUDA tensor"):
+        _C.rnn_forward(0, False, x, torch.zeros(4, 4), None, torch.zeros(3, 4), None,
+                       torch.full((3,), 2, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="unknown cell id"):
+        _C.rnn_forward(7, False, x, torch.zeros(4, 4), None, torch.zeros(3, 4), None,
+                       torch.full((3,), 2, dtype=torch.int32))
+
+
+# ----------------------------------------------------------------------------- GPU suite
+
+DEVICE = torch.device("cuda")
+
+
+@pytest.fixture
+def poison():
+    from fastrnn import _C
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _C.set_poison(True)
+    yield
+    _C.set_poison(False)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def rel_err(got, ref):
+    assert got is not None and ref is not None
+    assert not torch.isnan(got).any(), "NaN in a CUDA result: a buffer was not fully written"
+    ref = ref.double()
+    scale = ref.abs().max().item()
+    diff = (got.double() - ref).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def launches():
+    from fastrnn.cuda.autograd import LAUNCHES
+
+    return dict(LAUNCHES)
+
+
+def make_layer_inputs(cell, T, B, I, H, bias=True, state=True, seed=0):
+    """float64 tensors on the GPU: x, h0, c0, w_ih, w_hh, b_ih, b_hh (None where absent)."""
+    g = torch.Generator().manual_seed(seed)
+    G = cell.num_gates
+    k = H**-0.5
+
+    def u(*shape):
+        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(DEVICE)
+
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64).to(DEVICE)
+    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE) * 0.5 if state else None
+    c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE) if cell.has_cell_state and state else None
+    w_ih, w_hh = u(G * H, I) * 2, u(G * H, H) * 2
+    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
+    return [x, h0, c0, w_ih, w_hh, b_ih, b_hh]
+
+
+def run_and_grad(fn, inputs, seed=1):
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
+    out, h, c = fn(*leaves)
+    g = torch.Generator().manual_seed(seed)
+    loss = 0
+    for y in (out, h, c):
+        if y is not None:
+            w = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device)
+            loss = loss + (y.double() * w).sum()
+    loss.backward()
+    return (out, h, c), [t.grad if t is not None else None for t in leaves]
+
+
+LAYER_CASES = {
+    # name: (T, B, I, H, reverse, lengths, given state, bias)
+    "T5-B3-H24": (5, 3, 7, 24, False, None, True, True),
+    "T5-B17-H40-reverse-zero-state": (5, 17, 10, 40, True, None, False, True),
+    "T1-B1-H24": (1, 1, 5, 24, False, None, True, True),
+    "T6-B3-H40-lengths": (6, 3, 7, 40, False, [6, 3, 0], True, True),
+    "T6-B17-H200-reverse-lengths": (6, 17, 9, 200, True, "random", True, True),
+    "T4-B3-H200-no-bias": (4, 3, 6, 200, True, [4, 1, 2], True, False),
+    "T3-B17-H1000-lengths": (3, 17, 8, 1000, False, "random", True, True),  # several units per block
+}
+
+
+def _lengths(spec, T, B):
+    if spec == "random":
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
+        lengths[0], lengths[1] = 0, T
+        return lengths
+    return torch.tensor(spec) if spec is not None else None
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", list(LAYER_CASES))
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_layer_matches_reference(cell_name, case, poison):
+    cell = CELLS[cell_name]
+    T, B, I, H, reverse, lengths, state, bias = LAYER_CASES[case]
+    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state)
+    lengths = _lengths(lengths, T, B)
+    if not state:
+        inputs[1] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
+        if cell.has_cell_state:
+            inputs[2] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
+
+    def ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, reverse)
+
+    def cuda(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        if not state:
+            h0 = c0 = None
+        return rnn_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, backend="cuda")
+
+    expected, expected_grads = run_and_grad(ref, inputs)
+    before = launches()
+    got, grads = run_and_grad(cuda, [t.float() if t is not None else None for t in inputs])
+    after = launches()
+    assert after.get("forward", 0) > before.get("forward", 0)
+    assert after.get("backward", 0) > before.get("backward", 0)
+    assert got[0].dtype == torch.float32
+    for name, g, e in zip(("out", "h_T", "c_T"), got, expected):
+        if e is None:
+            assert g is None
+            continue
+        assert rel_err(g, e) < FP32_TOL, name
+    names = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    for name, g, e in zip(names, grads, expected_grads):
+        if e is None or not state and name in ("h0", "c0"):
+            continue
+        assert rel_err(g, e) < FP32_TOL, f"grad of {name}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("hidden", [40, 200])
+def test_half_precision(cell_name, dtype, hidden, poison):
+    """16-bit storage, fp32 math and state: error at most ~2x the reference's own error in the
+    same dtype (both against float64), and never above 1e-2."""
+    cell = CELLS[cell_name]
+    inputs = make_layer_inputs(cell, 5, 3, 7, hidden)
+    lengths = torch.tensor([5, 2, 4])
+    lowp = [t.to(dtype) if t is not None else None for t in inputs]
+
+    def ref(*args):
+        return reference_layer(cell, *args, None, lengths, False)
+
+    def cuda(*args):
+        return rnn_layer(cell, *args, lengths=lengths, backend="cuda")
+
+    expected, expected_grads = run_and_grad(ref, [t.double() if t is not None else None for t in lowp])
+    ref_lowp, ref_lowp_grads = run_and_grad(ref, lowp)
+    before = launches()
+    got, grads = run_and_grad(cuda, lowp)
+    assert launches().get("forward", 0) > before.get("forward", 0)
+    assert got[0].dtype == dtype
+    for g, r, e in zip(list(got) + grads, list(ref_lowp) + ref_lowp_grads, list(expected) + expected_grads):
+        if e is None:
+            continue
+        err = rel_err(g, e)
+        assert err < 1e-2
+        assert err < 2 * rel_err(r, e) + 2e-3
+
+
+@needs_gpu
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_module_bidirectional_two_layers_packed(mode, poison):
+    """Whole modules (2 layers, bidirectional, packed input) on backend="cuda" vs reference."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    cls = {"LSTM": fastrnn.LSTM, "GRU": fastrnn.GRU, "RNN_TANH": fastrnn.RNN}[mode]
+    torch.manual_seed(0)
+    ref = cls(6, 40, num_layers=2, bidirectional=True, dtype=torch.float64).to(DEVICE)
+    model = cls(6, 40, num_layers=2, bidirectional=True, backend="cuda").to(DEVICE)
+    model.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(7, 3, 6, dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([7, 4, 1])
+    out_ref, _ = ref(pack_padded_sequence(x, lengths))
+    out, _ = model(pack_padded_sequence(x.float(), lengths))
+    assert rel_err(out.data, out_ref.data) < FP32_TOL
+    out.data.sum().backward()
+    out_ref.data.sum().backward()
+    for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        assert rel_err(p.grad, q.grad) < FP32_TOL, name
+
+
+@needs_gpu
+def test_too_large_hidden_raises_backend_error():
+    sms, smem = cuda_backend.device_limits(DEVICE)
+    hidden = capacity(4, 4, sms, smem) + 1
+    model = fastrnn.LSTM(4, hidden, backend="cuda").to(DEVICE)
+    with pytest.raises(fastrnn.BackendError, match="capacity"):
+        model(torch.randn(2, 1, 4, device=DEVICE))
+
+
+@needs_gpu
+def test_double_backward_raises():
+    cell = CELLS["gru"]
+    x, h0, _, w_ih, w_hh, b_ih, b_hh = [t.float() if t is not None else None for t in make_layer_inputs(cell, 3, 2, 5, 24)]
+    w_hh.requires_grad_()
+    out, _, _ = rnn_layer(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh, backend="cuda")
+    (g,) = torch.autograd.grad((out * out).sum(), w_hh, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
