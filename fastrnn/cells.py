@@ -46,6 +46,8 @@ class Cell:
     has_cell_state: bool  # LSTM carries c besides h
     sums_preactivations: bool  # update depends on gx + gh only, so b_hh may be folded into gx
     update: CellUpdate  # (gx_t, gh_t, h, c) -> (h', c'); c and c' are None without cell state
+    kernel_id: int  # what the fused kernels switch on: Triton's constexpr CELL, CUDA's CellId
+
 
     @property
     def num_gates(self) -> int:
@@ -83,10 +85,10 @@ def _gru(gx: Tensor, gh: Tensor, h: Tensor, c: Optional[Tensor]):
     return n + z * (h - n), None  # = (1 - z) * n + z * h
 
 
-RNN_TANH = Cell("rnn_tanh", "RNN_TANH", ("h",), False, True, _elman_tanh)
-RNN_RELU = Cell("rnn_relu", "RNN_RELU", ("h",), False, True, _elman_relu)
-LSTM = Cell("lstm", "LSTM", ("i", "f", "g", "o"), True, True, _lstm)
-GRU = Cell("gru", "GRU", ("r", "z", "n"), False, False, _gru)
+RNN_TANH = Cell("rnn_tanh", "RNN_TANH", ("h",), False, True, _elman_tanh, 0)
+RNN_RELU = Cell("rnn_relu", "RNN_RELU", ("h",), False, True, _elman_relu, 1)
+LSTM = Cell("lstm", "LSTM", ("i", "f", "g", "o"), True, True, _lstm, 2)
+GRU = Cell("gru", "GRU", ("r", "z", "n"), False, False, _gru, 3)
 
 CELLS = {cell.name: cell for cell in (RNN_TANH, RNN_RELU, LSTM, GRU)}
 _BY_MODE = {cell.mode: cell for cell in CELLS.values()}

@@ -26,10 +26,12 @@ from typing import Optional
 import torch
 
 from ..backends import Backend, LayerProblem, register_backend
+from ..cells import CELLS
 from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-CELL_IDS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}  # CellId in kernels/cell_math.cuh
+# CellId in kernels/cell_math.cuh; the ids are fastrnn/cells.py's kernel_id.
+CELL_IDS = {cell.name: cell.kernel_id for cell in CELLS.values()}
 EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan")
 
 

@@ -4,8 +4,10 @@ Plain Python (no Triton import), shared by the support checks and the launchers.
 compare ``CELL`` with these literals: 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru.
 """
 
-RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
-CELL_IDS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU}
+from .. import cells
+
+CELL_IDS = {cell.name: cell.kernel_id for cell in cells.CELLS.values()}  # ids: fastrnn/cells.py
+RNN_TANH, RNN_RELU, LSTM, GRU = (CELL_IDS[name] for name in ("rnn_tanh", "rnn_relu", "lstm", "gru"))
 
 # fp32 values per hidden unit and step that the forward kernel saves for the backward kernel,
 # in a (T, B, NUM_SAVED * H) buffer: Elman h; LSTM i, f, g, o, c; GRU r, z, n, gh_n (which block

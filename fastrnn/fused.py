@@ -1,0 +1,89 @@
+"""Host-side pieces shared by the fused-kernel backends (Triton and CUDA).
+
+Both backends run one layer-direction as: torch GEMM for the input projection of all steps ->
+one persistent forward kernel -> (backward) one persistent reverse-time kernel -> torch GEMMs
+for the weight and input gradients. Everything around the kernels is the same math and lives
+here once:
+
+    gx    = x @ W_ih^T + b       b = b_ih + b_hh, except the GRU's n block, which gets b_in only
+                                 (b_hn goes to the kernel, because r multiplies W_hn h + b_hn)
+    dgh   = dgx, except the GRU's n block: dgh_n = da_n * r (returned by the backward kernel)
+    dx    = dgx @ W_ih                       (T*B, G*H) x (G*H, I)
+    dW_ih = dgx^T @ x                        (G*H, T*B) x (T*B, I)
+    dW_hh = dgh^T @ h_prev                   h_prev[t] = state before step t
+    db_ih = sum_{t,b} dgx,   db_hh = sum_{t,b} dgh
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+              weight_hr, lengths, reverse):
+    """Backend entry point (signature of :func:`fastrnn.reference.reference_layer`) around the
+    autograd ``function``, whose apply takes (cell name, reverse, int32 lengths, x, h0, c0,
+    w_ih, w_hh, b_ih, b_hh) and returns (out, h_T[, c_T])."""
+    if weight_hr is not None:  # the backends' unsupported() rejects this before we get here
+        raise NotImplementedError(f"the {backend_name} backend does not implement proj_size > 0")
+    seq_len, batch, _ = x.shape
+    if seq_len == 0 or batch == 0:
+        # Nothing to compute: out is empty and the state passes through unchanged.
+        return x.new_zeros((seq_len, batch, weight_hh.shape[1])), h0, c0
+    if lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int32, device=x.device)
+    else:
+        lengths = lengths.to(device=x.device, dtype=torch.int32).clamp(0, seq_len).contiguous()
+    res = function.apply(cell.name, reverse, lengths, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    return (res[0], res[1], res[2] if cell.has_cell_state else None)
+
+
+def input_projection(is_gru: bool, x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor],
+                     b_hh: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+    """-> (gx (T, B, G*H) contiguous, b_hn (H,) for the GRU with bias, else None)."""
+    bias, b_hn = None, None
+    if b_ih is not None:
+        if is_gru:
+            hidden = b_hh.shape[0] // 3
+            bias = b_ih + torch.cat([b_hh[: 2 * hidden], b_hh.new_zeros(hidden)])
+            b_hn = b_hh[2 * hidden:].contiguous()
+        else:
+            bias = b_ih + b_hh
+    return F.linear(x, w_ih, bias).contiguous(), b_hn
+
+
+def prev_state(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
+    """(T, B, H): the state each step started from (only read where the step is active)."""
+    if not reverse:
+        return torch.cat([h0.unsqueeze(0), out[:-1]])
+    seq_len = out.shape[0]
+    shifted = torch.cat([out[1:], h0.unsqueeze(0)])
+    # The reverse direction's first active step (t = len-1) starts from h0; out[len] is 0 there.
+    has_prev = (torch.arange(1, seq_len + 1, device=out.device)[:, None] < lengths[None, :]).unsqueeze(-1)
+    return torch.where(has_prev, shifted, h0.unsqueeze(0))
+
+
+def input_and_weight_grads(needs, is_gru: bool, has_bias: bool, dgx: Tensor, dghn: Optional[Tensor],
+                           x: Tensor, w_ih: Tensor, out: Tensor, h0: Tensor, lengths: Tensor,
+                           reverse: bool):
+    """-> (dx, dW_ih, dW_hh, db_ih, db_hh), None where ``needs`` (needs_input_grad of x, w_ih,
+    w_hh, b_ih, b_hh) says the gradient is not wanted. ``dghn`` is the GRU's dgh_n block."""
+    need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
+    seq_len, batch, input_size = x.shape
+    hidden = h0.shape[-1]
+    dgx2 = dgx.view(seq_len * batch, -1)
+    dgh2 = dgx2
+    if is_gru:
+        dgh2 = torch.cat([dgx[..., : 2 * hidden], dghn], dim=-1).view(seq_len * batch, -1)
+    dx = (dgx2 @ w_ih).view(seq_len, batch, input_size) if need_x else None
+    dw_ih = dgx2.t() @ x.reshape(seq_len * batch, input_size) if need_w_ih else None
+    dw_hh = None
+    if need_w_hh:
+        dw_hh = dgh2.t() @ prev_state(out, h0, lengths, reverse).reshape(seq_len * batch, hidden)
+    db_ih = dgx2.sum(0) if has_bias and need_b_ih else None
+    db_hh = dgh2.sum(0) if has_bias and need_b_hh else None
+    return dx, dw_ih, dw_hh, db_ih, db_hh
