@@ -25,6 +25,7 @@ import fastrnn
 from fastrnn.backends import LayerProblem, get_backend, registered_backends
 from fastrnn.cells import CELLS
 from fastrnn.cuda import backend as cuda_backend
+from kernel_helpers import make_layer_inputs, rel_err, run_and_grad
 from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan
 from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
@@ -162,49 +163,10 @@ def poison():
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def rel_err(got, ref):
-    assert got is not None and ref is not None
-    assert not torch.isnan(got).any(), "NaN in a CUDA result: a buffer was not fully written"
-    ref = ref.double()
-    scale = ref.abs().max().item()
-    diff = (got.double() - ref).abs().max().item()
-    return diff / scale if scale > 0 else diff
-
-
 def launches():
     from fastrnn.cuda.autograd import LAUNCHES
 
     return dict(LAUNCHES)
-
-
-def make_layer_inputs(cell, T, B, I, H, bias=True, state=True, seed=0):
-    """float64 tensors on the GPU: x, h0, c0, w_ih, w_hh, b_ih, b_hh (None where absent)."""
-    g = torch.Generator().manual_seed(seed)
-    G = cell.num_gates
-    k = H**-0.5
-
-    def u(*shape):
-        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(DEVICE)
-
-    x = torch.randn(T, B, I, generator=g, dtype=torch.float64).to(DEVICE)
-    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE) * 0.5 if state else None
-    c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE) if cell.has_cell_state and state else None
-    w_ih, w_hh = u(G * H, I) * 2, u(G * H, H) * 2
-    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
-    return [x, h0, c0, w_ih, w_hh, b_ih, b_hh]
-
-
-def run_and_grad(fn, inputs, seed=1):
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
-    out, h, c = fn(*leaves)
-    g = torch.Generator().manual_seed(seed)
-    loss = 0
-    for y in (out, h, c):
-        if y is not None:
-            w = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device)
-            loss = loss + (y.double() * w).sum()
-    loss.backward()
-    return (out, h, c), [t.grad if t is not None else None for t in leaves]
 
 
 LAYER_CASES = {
@@ -233,7 +195,7 @@ def _lengths(spec, T, B):
 def test_layer_matches_reference(cell_name, case, poison):
     cell = CELLS[cell_name]
     T, B, I, H, reverse, lengths, state, bias = LAYER_CASES[case]
-    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state)
+    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state, device=DEVICE)
     lengths = _lengths(lengths, T, B)
     if not state:
         inputs[1] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
@@ -275,7 +237,7 @@ def test_half_precision(cell_name, dtype, hidden, poison):
     """16-bit storage, fp32 math and state: error at most ~2x the reference's own error in the
     same dtype (both against float64), and never above 1e-2."""
     cell = CELLS[cell_name]
-    inputs = make_layer_inputs(cell, 5, 3, 7, hidden)
+    inputs = make_layer_inputs(cell, 5, 3, 7, hidden, device=DEVICE)
     lengths = torch.tensor([5, 2, 4])
     lowp = [t.to(dtype) if t is not None else None for t in inputs]
 
@@ -333,7 +295,7 @@ def test_too_large_hidden_raises_backend_error():
 @needs_gpu
 def test_double_backward_raises():
     cell = CELLS["gru"]
-    x, h0, _, w_ih, w_hh, b_ih, b_hh = [t.float() if t is not None else None for t in make_layer_inputs(cell, 3, 2, 5, 24)]
+    x, h0, _, w_ih, w_hh, b_ih, b_hh = [t.float() if t is not None else None for t in make_layer_inputs(cell, 3, 2, 5, 24, device=DEVICE)]
     w_hh.requires_grad_()
     out, _, _ = rnn_layer(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh, backend="cuda")
     (g,) = torch.autograd.grad((out * out).sum(), w_hh, create_graph=True)

@@ -33,6 +33,7 @@ from fastrnn.functional import rnn_layer  # noqa: E402
 from fastrnn.reference import reference_layer  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.capacity import capacity, large_h_capacity, small_h_capacity  # noqa: E402
+from kernel_helpers import make_layer_inputs, rel_err, run_and_grad  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -54,15 +55,6 @@ def poison_and_ieee(monkeypatch):
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def rel_err(got, ref):
-    assert got is not None and ref is not None
-    assert not torch.isnan(got).any(), "NaN in a Triton result: a buffer was not fully written"
-    ref = ref.double()
-    scale = ref.abs().max().item()
-    diff = (got.double() - ref).abs().max().item()
-    return diff / scale if scale > 0 else diff
-
-
 class Launches:
     """Counts kernel launches between enter and check()."""
 
@@ -75,40 +67,6 @@ class Launches:
 
     def count(self, kind):
         return triton_autograd.LAUNCHES[kind] - self.start.get(kind, 0)
-
-
-def make_layer_inputs(cell, T, B, I, H, bias=True, state=True, seed=0):
-    """float64 tensors on DEVICE: x, h0, c0, w_ih, w_hh, b_ih, b_hh (None where absent)."""
-    g = torch.Generator().manual_seed(seed)
-    G = cell.num_gates
-    k = H**-0.5
-
-    def u(*shape):
-        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(DEVICE)
-
-    x = torch.randn(T, B, I, generator=g, dtype=torch.float64).to(DEVICE)
-    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE) * 0.5 if state else None
-    c0 = None
-    if cell.has_cell_state and state:
-        c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE)
-    # weights a bit larger than torch's init, so the recurrence matters and gates saturate a little
-    w_ih, w_hh = u(G * H, I) * 2, u(G * H, H) * 2
-    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
-    return [x, h0, c0, w_ih, w_hh, b_ih, b_hh]
-
-
-def run_and_grad(fn, inputs, seed=1):
-    """Run fn(*inputs) -> (out, h, c); backprop a random linear loss; return results and grads."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
-    out, h, c = fn(*leaves)
-    g = torch.Generator().manual_seed(seed)
-    loss = 0
-    for y in (out, h, c):
-        if y is not None:
-            w = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device)
-            loss = loss + (y.double() * w).sum()
-    loss.backward()
-    return (out, h, c), [t.grad if t is not None else None for t in leaves]
 
 
 LAYER_CASES = {
@@ -125,7 +83,7 @@ LAYER_CASES = {
 def check_layer(cell, T, B, I, H, reverse, lengths, state, bias, kernel="forward"):
     """Forward outputs, final states and all gradients vs the float64 reference; ``kernel`` is
     the LAUNCHES key of the forward kernel expected to run (its backward twin is checked too)."""
-    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state)
+    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state, device=DEVICE)
     if lengths == "random":
         lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
         lengths[0], lengths[1] = 0, T  # always a zero length and a full one
@@ -235,7 +193,7 @@ def test_no_recompilation_per_batch_or_length():
         return sum(len(cache[0]) for cache in kernel.device_caches.values())
 
     def run(T, B):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.float() for t in make_layer_inputs(cell, T, B, 5, 24)]
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.float() for t in make_layer_inputs(cell, T, B, 5, 24, device=DEVICE)]
         rnn_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, backend="triton")
 
     run(5, 3)
@@ -298,7 +256,7 @@ def test_half_precision(cell_name, regime, dtype, monkeypatch):
         monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", {"block_hs": 16, "persistent": False})
         kernel = "large_h_forward"
     cell = CELLS[cell_name]
-    inputs = make_layer_inputs(cell, 5, 3, 7, 40)
+    inputs = make_layer_inputs(cell, 5, 3, 7, 40, device=DEVICE)
     lengths = torch.tensor([5, 2, 4])
     lowp = [t.to(dtype) if t is not None else None for t in inputs]
 
@@ -385,7 +343,7 @@ def test_capacity_table():
 def test_double_backward_raises():
     cell = CELLS["gru"]
     x, h0, _, w_ih, w_hh, b_ih, b_hh = [t.float() if t is not None else None
-                                        for t in make_layer_inputs(cell, 3, 2, 5, 24)]
+                                        for t in make_layer_inputs(cell, 3, 2, 5, 24, device=DEVICE)]
     w_hh.requires_grad_()
     out, _, _ = rnn_layer(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh, backend="triton")
     (g,) = torch.autograd.grad((out * out).sum(), w_hh, create_graph=True)
@@ -395,7 +353,7 @@ def test_double_backward_raises():
 
 def test_empty_sequence_passes_state_through():
     cell = CELLS["lstm"]
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.float() for t in make_layer_inputs(cell, 2, 3, 5, 24)]
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.float() for t in make_layer_inputs(cell, 2, 3, 5, 24, device=DEVICE)]
     out, h, c = rnn_layer(cell, x[:0], h0, c0, w_ih, w_hh, b_ih, b_hh, backend="triton")
     assert out.shape == (0, 3, 24)
     assert torch.equal(h, h0) and torch.equal(c, c0)

@@ -1,0 +1,49 @@
+"""Helpers shared by the kernel-backend tests (Triton, CUDA): inputs, a loss with gradients, and
+the relative error of design.md §6 (|got - ref|max / |ref|max, NaN = a buffer left unwritten)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rel_err(got, ref):
+    assert got is not None and ref is not None
+    assert not torch.isnan(got).any(), "NaN in a kernel result: a buffer was not fully written"
+    ref = ref.double()
+    scale = ref.abs().max().item()
+    diff = (got.double() - ref).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def make_layer_inputs(cell, T, B, I, H, device, bias=True, state=True, seed=0):
+    """float64 tensors on ``device``: x, h0, c0, w_ih, w_hh, b_ih, b_hh (None where absent)."""
+    g = torch.Generator().manual_seed(seed)
+    G = cell.num_gates
+    k = H**-0.5
+
+    def u(*shape):
+        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(device)
+
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64).to(device)
+    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(device) * 0.5 if state else None
+    c0 = None
+    if cell.has_cell_state and state:
+        c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(device)
+    # weights a bit larger than torch's init, so the recurrence matters and gates saturate a little
+    w_ih, w_hh = u(G * H, I) * 2, u(G * H, H) * 2
+    b_ih, b_hh = (u(G * H), u(G * H)) if bias else (None, None)
+    return [x, h0, c0, w_ih, w_hh, b_ih, b_hh]
+
+
+def run_and_grad(fn, inputs, seed=1):
+    """Run fn(*inputs) -> (out, h, c); backprop a random linear loss; return results and grads."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
+    out, h, c = fn(*leaves)
+    g = torch.Generator().manual_seed(seed)
+    loss = 0
+    for y in (out, h, c):
+        if y is not None:
+            w = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device)
+            loss = loss + (y.double() * w).sum()
+    loss.backward()
+    return (out, h, c), [t.grad if t is not None else None for t in leaves]
