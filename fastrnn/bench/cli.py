@@ -212,7 +212,7 @@ def _run(args, parser) -> int:
     device = _resolve_device(args.device, parser)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device.index)
-    notes = runner.load_backends()
+    notes = []  # backends register themselves when fastrnn is imported
     if args.backends is not None:
         known = runner.known_names()
         unknown = [n for n in args.backends if n not in known]

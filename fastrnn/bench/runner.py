@@ -5,8 +5,6 @@ inference (forward under ``no_grad``) and training (forward + backward) in inter
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -22,8 +20,6 @@ from .timing import Timer, rotation_count, summarize
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TORCH = "torch.nn"
 TORCH_ALIASES = ("torch", "torch.nn", "cudnn")
-# Packages that register further fastrnn backends when imported (if they exist in this checkout).
-BACKEND_MODULES = ("fastrnn.triton", "fastrnn.cuda")
 MODES = ("inference", "training")
 MIN_SAMPLES = 3  # timed samples per row even when the time budget is spent
 
@@ -33,24 +29,6 @@ class Impl:
     name: str  # "torch.nn", "fastrnn:reference", "flashrnn", ...
     kind: str  # "torch" | "fastrnn" | "peer"
     backend: Optional[str] = None
-
-
-def load_backends() -> List[str]:
-    """Import fastrnn and the optional backend packages; return one-line notes on failures."""
-    import fastrnn  # noqa: F401
-
-    notes = []
-    for module in BACKEND_MODULES:
-        try:
-            if importlib.util.find_spec(module) is None:
-                continue
-        except (ImportError, ValueError):
-            continue
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # a broken optional backend must not stop the benchmark
-            notes.append(f"{module} failed to import ({type(exc).__name__}: {exc}); its backend is skipped")
-    return notes
 
 
 def known_names() -> List[str]:
