@@ -87,3 +87,16 @@ def input_and_weight_grads(needs, is_gru: bool, has_bias: bool, dgx: Tensor, dgh
     db_ih = dgx2.sum(0) if has_bias and need_b_ih else None
     db_hh = dgh2.sum(0) if has_bias and need_b_hh else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
+def backward_outputs(ctx, is_gru: bool, is_lstm: bool, dgx: Tensor, dghn: Optional[Tensor],
+                     dh0: Tensor, dc0: Optional[Tensor], x: Tensor, w_ih: Tensor, out: Tensor,
+                     h0: Tensor, lengths: Tensor):
+    """The gradient tuple of a fused layer Function whose forward took (cell, reverse, lengths,
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh), from what its backward kernel returned."""
+    need = ctx.needs_input_grad
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+        need[3:4] + need[6:10], is_gru, ctx.has_bias, dgx, dghn, x, w_ih, out, h0, lengths, ctx.reverse
+    )
+    return (None, None, None, dx, dh0 if need[4] else None,
+            dc0 if is_lstm and need[5] else None, dw_ih, dw_hh, db_ih, db_hh)

@@ -47,3 +47,21 @@ def run_and_grad(fn, inputs, seed=1):
             loss = loss + (y.double() * w).sum()
     loss.backward()
     return (out, h, c), [t.grad if t is not None else None for t in leaves]
+
+
+STATE_NAMES = ("out", "h_T", "c_T")
+INPUT_NAMES = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def assert_matches(got, grads, expected, expected_grads, tol, given_state=True):
+    """Outputs/final states and every gradient within relative error ``tol`` of the reference
+    (h0/c0 gradients only when the initial state was given, not zero-filled)."""
+    for name, g, e in zip(STATE_NAMES, got, expected):
+        if e is None:
+            assert g is None, name
+            continue
+        assert rel_err(g, e) < tol, name
+    for name, g, e in zip(INPUT_NAMES, grads, expected_grads):
+        if e is None or not given_state and name in ("h0", "c0"):
+            continue
+        assert rel_err(g, e) < tol, f"grad of {name}"

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from fastrnn import _C
 
-from ..fused import input_and_weight_grads, input_projection, run_layer
+from ..fused import backward_outputs, input_projection, run_layer
 from .backend import CELL_IDS
 
 LSTM, GRU = CELL_IDS["lstm"], CELL_IDS["gru"]
@@ -71,12 +71,7 @@ class CudaLayer(torch.autograd.Function):
         dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, dout, dh_t, dc_arg, w_hh, saved, lengths)
         LAUNCHES["backward"] += 1
 
-        need = ctx.needs_input_grad  # (cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-            need[3:4] + need[6:10], cell == GRU, ctx.has_bias, dgx, dghn, x, w_ih, out, h0, lengths, ctx.reverse
-        )
-        return (None, None, None, dx, dh0 if need[4] else None,
-                dc0 if cell == LSTM and need[5] else None, dw_ih, dw_hh, db_ih, db_hh)
+        return backward_outputs(ctx, cell == GRU, cell == LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
 
 
 def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):

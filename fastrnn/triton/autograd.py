@@ -35,7 +35,7 @@ import triton
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..fused import input_and_weight_grads, input_projection, run_layer
+from ..fused import backward_outputs, input_projection, run_layer
 from .backward import recurrent_backward_kernel
 from .capacity import MIN_BLOCK, block_size, small_h_capacity
 from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
@@ -244,12 +244,7 @@ class TritonLayer(torch.autograd.Function):
                 dh0 = dhbuf.to(h0.dtype)
                 dc0 = dcbuf.to(h0.dtype)
 
-        need = ctx.needs_input_grad  # (cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-            need[3:4] + need[6:10], cell == GRU, ctx.has_bias, dgx, dghn, x, w_ih, out, h0, lengths, ctx.reverse
-        )
-        return (None, None, None, dx, dh0 if need[4] else None,
-                dc0 if cell == LSTM and need[5] else None, dw_ih, dw_hh, db_ih, db_hh)
+        return backward_outputs(ctx, cell == GRU, cell == LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
 
 
 def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
