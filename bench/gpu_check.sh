@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check: build the CUDA extension in place, run the test suite, run the `default` and
-# `flashrnn` benchmark presets; logs and result files go into one folder.
+# GPU check: run the C++ GPU tests of kernels/, build the CUDA extension in place, run the test
+# suite, run the `default` and `flashrnn` benchmark presets; logs and result files go into one
+# folder.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]        (or OUT=DIR bash bench/gpu_check.sh)
 #
@@ -80,6 +81,16 @@ PY
 cat "$OUT_DIR/environment.txt"
 
 # --- build, test, benchmark -------------------------------------------------------------------
+# The C++ GPU tests of kernels/ first (nvcc only, no CMake needed): the tensor-core fragment
+# layouts (test_mma), then the persistent kernels against a CPU loop (test_persistent).
+if [ -n "${CUDA_HOME:-}" ]; then
+    CPP_ARCH="${FASTRNN_CUDA_ARCHS%%;*}"
+    BIN_DIR="$(mktemp -d)"  # binaries stay out of the results folder
+    for t in mma persistent; do
+        step "cpp_$t" bash -c "'$CUDA_HOME/bin/nvcc' -std=c++17 -O2 -arch=sm_${CPP_ARCH:-90a} -Ikernels -Itests/cpp \
+            tests/cpp/test_$t.cu -o '$BIN_DIR/test_$t' && '$BIN_DIR/test_$t'"
+    done
+fi
 step build      "$PYTHON" setup.py build_ext --inplace
 step import     "$PYTHON" -c "import fastrnn; print('backends:', fastrnn.registered_backends())"
 step tests      "$PYTHON" -m pytest ${PYTEST_ARGS:-tests} -ra --junitxml="$OUT_DIR/tests.xml"

@@ -11,11 +11,12 @@
 
 namespace fastrnn {
 void probe_iota(torch::Tensor out);
+void empty_barriers(int64_t iters, int64_t blocks, int64_t device);
 void set_poison(bool enabled);
-std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, torch::Tensor gx, torch::Tensor w_hh,
+std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, torch::Tensor gx, torch::Tensor w_hh,
                                        c10::optional<torch::Tensor> b_hn, torch::Tensor h0,
                                        c10::optional<torch::Tensor> c0, torch::Tensor lengths);
-std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, torch::Tensor dout, torch::Tensor dh_n,
+std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, torch::Tensor dout, torch::Tensor dh_n,
                                         c10::optional<torch::Tensor> dc_n, torch::Tensor w_hh, torch::Tensor saved,
                                         torch::Tensor lengths);
 }
@@ -24,15 +25,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastrnn CUDA kernels";
   m.attr("cuda_archs") = FASTRNN_CUDA_ARCHS;
   m.def("probe_iota", &fastrnn::probe_iota, "Fill a float32 CUDA tensor with 0, 1, 2, ... (build probe)");
+  m.def("empty_barriers", &fastrnn::empty_barriers,
+        "Floor of a persistent step: one cooperative launch of `blocks` x 256 threads doing `iters` empty "
+        "grid.sync() calls, on the current stream of `device` (time it with CUDA events)",
+        py::arg("iters"), py::arg("blocks"), py::arg("device"));
   m.def("rnn_forward", &fastrnn::rnn_forward,
-        "Persistent forward of one layer-direction: (cell, reverse, gx, w_hh, b_hn, h0, c0, lengths) -> "
-        "[out, h_n, c_n, saved]",
-        py::arg("cell"), py::arg("reverse"), py::arg("gx"), py::arg("w_hh"), py::arg("b_hn"), py::arg("h0"),
+        "Persistent forward of one layer-direction: (cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths) -> "
+        "[out, h_n, c_n, saved]; tf32: float32 recurrent product on TF32 tensor cores",
+        py::arg("cell"), py::arg("reverse"), py::arg("tf32"), py::arg("gx"), py::arg("w_hh"), py::arg("b_hn"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"));
   m.def("rnn_backward", &fastrnn::rnn_backward,
-        "Persistent backward of one layer-direction: (cell, reverse, dout, dh_n, dc_n, w_hh, saved, lengths) -> "
-        "[dgx, dghn, dh0, dc0]",
-        py::arg("cell"), py::arg("reverse"), py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("w_hh"),
+        "Persistent backward of one layer-direction: (cell, reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths) "
+        "-> [dgx, dghn, dh0, dc0]; tf32: float32 recurrent product on TF32 tensor cores",
+        py::arg("cell"), py::arg("reverse"), py::arg("tf32"), py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("w_hh"),
         py::arg("saved"), py::arg("lengths"));
   m.def("set_poison", &fastrnn::set_poison,
         "Test hook: fill the kernels' output and work buffers with NaN before each launch",

@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include "barrier_probe.cuh"
+#include "launch.h"
 #include "probe.cuh"
 
 namespace fastrnn {
@@ -19,6 +21,25 @@ void probe_iota(torch::Tensor out) {
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
   iota_kernel<float><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(out.data_ptr<float>(), n);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// `iters` empty grid-wide barriers over `blocks` blocks of kThreads threads, one cooperative
+// launch on the current stream of `device` (the caller times it with CUDA events).
+void empty_barriers(int64_t iters, int64_t blocks, int64_t device) {
+  TORCH_CHECK(iters >= 0, "empty_barriers: iters must be >= 0, got ", iters);
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  const DeviceLimits limits = device_limits(static_cast<int>(device));
+  TORCH_CHECK(limits.cooperative, "empty_barriers: GPU ", device, " does not support cooperative launches");
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, reinterpret_cast<const void*>(empty_barriers_kernel), kThreads, 0));
+  TORCH_CHECK(blocks >= 1 && blocks <= static_cast<int64_t>(per_sm) * limits.num_sms, "empty_barriers: blocks must be in [1, ",
+              static_cast<int64_t>(per_sm) * limits.num_sms, "] (all resident at once), got ", blocks);
+  void* args[] = {&iters};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(empty_barriers_kernel),
+                                             dim3(static_cast<unsigned>(blocks)), dim3(kThreads), args, 0,
+                                             c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

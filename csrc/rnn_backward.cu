@@ -9,6 +9,7 @@ namespace {
 struct BackwardLaunch {
   int64_t cell;
   bool reverse;
+  bool tf32;
   const torch::Tensor &dout, &dh_n, &dc_n, &w_hh, &saved, &lengths;
   torch::Tensor &dgx, &dghn, &dh0, &dc0, &dgbuf, &dhbuf, &dcbuf;
 
@@ -32,6 +33,7 @@ struct BackwardLaunch {
     a.batch = dout.size(1);
     a.hidden = w_hh.size(1);
     a.reverse = reverse;
+    a.tf32 = tf32 && std::is_same_v<T, float>;
     launch_persistent(&persistent_backward_kernel<Cell, T>, a, cell, sizeof(T), /*backward=*/true, dout, nullptr);
   }
 };
@@ -39,7 +41,7 @@ struct BackwardLaunch {
 }  // namespace
 
 // Returns [dgx (T, B, G*H), dghn (T, B, H; GRU, else undefined), dh0 (B, H), dc0 (B, H; LSTM)].
-std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, torch::Tensor dout, torch::Tensor dh_n,
+std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, torch::Tensor dout, torch::Tensor dh_n,
                                         c10::optional<torch::Tensor> dc_n_opt, torch::Tensor w_hh, torch::Tensor saved,
                                         torch::Tensor lengths) {
   const char* fn = "fastrnn._C.rnn_backward";
@@ -82,7 +84,7 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, torch::Tenso
   auto dh0 = new_buffer({batch, hidden}, dout.options());
   auto dgbuf = new_buffer({2, batch, gates * hidden}, f32);
   auto dhbuf = new_buffer({batch, hidden}, f32);
-  BackwardLaunch launch{cell, reverse, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
+  BackwardLaunch launch{cell, reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
   dispatch(cell, dout.scalar_type(), fn, launch);
   return {dgx, dghn, dh0, dc0};
 }

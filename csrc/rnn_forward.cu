@@ -9,6 +9,7 @@ namespace {
 struct ForwardLaunch {
   int64_t cell;
   bool reverse;
+  bool tf32;
   const torch::Tensor &gx, &w_hh, &b_hn, &h0, &c0, &lengths;
   torch::Tensor &out, &h_n, &c_n, &saved, &hbuf, &cbuf;
 
@@ -31,6 +32,7 @@ struct ForwardLaunch {
     a.batch = gx.size(1);
     a.hidden = w_hh.size(1);
     a.reverse = reverse;
+    a.tf32 = tf32 && std::is_same_v<T, float>;
     launch_persistent(&persistent_forward_kernel<Cell, T>, a, cell, sizeof(T), /*backward=*/false, gx, nullptr);
   }
 };
@@ -40,7 +42,7 @@ struct ForwardLaunch {
 void set_poison(bool enabled) { poison_flag() = enabled; }
 
 // Returns [out (T, B, H), h_n (B, H), c_n (B, H; LSTM, else undefined), saved (T, B, S*H) fp32].
-std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, torch::Tensor gx, torch::Tensor w_hh,
+std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, torch::Tensor gx, torch::Tensor w_hh,
                                        c10::optional<torch::Tensor> b_hn_opt, torch::Tensor h0,
                                        c10::optional<torch::Tensor> c0_opt, torch::Tensor lengths) {
   const char* fn = "fastrnn._C.rnn_forward";
@@ -87,7 +89,7 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, torch::Tensor
   auto h_n = new_buffer({batch, hidden}, gx.options());
   auto saved = new_buffer({seq_len, batch, saved_per_unit * hidden}, f32);
   auto hbuf = new_buffer({2, batch, hidden}, f32);
-  ForwardLaunch launch{cell, reverse, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hbuf, cbuf};
+  ForwardLaunch launch{cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hbuf, cbuf};
   dispatch(cell, gx.scalar_type(), fn, launch);
   return {out, h_n, c_n, saved};
 }

@@ -23,6 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def uses_tf32(dtype: torch.dtype) -> bool:
+    """Whether a float32 recurrent product may run on TF32 tensor cores: exactly when torch allows
+    TF32 for matmuls (``torch.backends.cuda.matmul.allow_tf32``, off by default), so the fused
+    kernels round like torch's own GEMMs under the same setting. 16-bit dtypes ignore it."""
+    return dtype == torch.float32 and bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
               weight_hr, lengths, reverse):
     """Backend entry point (signature of :func:`fastrnn.reference.reference_layer`) around the

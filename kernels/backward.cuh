@@ -10,13 +10,14 @@
 // dhbuf, dcbuf (B, H) the carried dh (partial) and dc of this block's units.
 //
 // Block p owns units [p*U, p*U + U); its shared memory holds W_hh[:, its units] transposed
-// (U x G*H) for all steps. Per step t, processed in the reverse of the forward's order:
+// (U x G*H, the A of block_product.cuh) for all steps. Per step t, processed in the reverse of the forward's order:
 //   A (local): for each (b, u) owned: dh = carried dh + dout[t] (if active); cell backward from
 //      saved -> dgx[t], dghn[t], dgbuf[k%2]; carried dh = dh_direct, dc = dc_prev.
 //      Inactive step: gradients zero, dh and dc pass through unchanged (state was frozen).
 //   grid.sync()  (all of dgh_t visible)
-//   B: for each tile of BT sequences: stage dgh_t in shared memory (from L2); one warp per
-//      (sequence, unit): carried dh[b, u] += sum_r dgh_t[b, r] * W_hh[r, u].
+//   B: for each tile of BT sequences: stage dgh_t in shared memory (from L2, in the storage
+//      dtype); the block's product sum_r dgh_t[b, r] * W_hh[r, u] split over warps (tensor
+//      cores for 16-bit); one thread per (sequence, unit) adds the warps' shares to dh[b, u].
 // dgbuf is double-buffered, so one grid barrier per step suffices: step k+1's phase A writes
 // the other half while slower blocks still read step k's half in phase B.
 // dW_hh, dW_ih, dX and the biases are GEMMs over all steps on the host (fastrnn/cuda/autograd.py).
@@ -24,6 +25,7 @@
 
 #include <cstdint>
 
+#include "block_product.cuh"
 #include "cell_math.cuh"
 #include "dtype.cuh"
 #include "layout.cuh"
@@ -52,6 +54,7 @@ struct BackwardArgs {
   int units;
   int batch_tile;
   bool reverse;
+  bool tf32;  // fp32 only: recurrent product on TF32 tensor cores (torch's matmul TF32 flag)
 };
 
 template <typename Cell, typename T>
@@ -66,14 +69,19 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
   const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t nu = (H - u0) < U ? (H - u0) : U;
 
+  const ProductShape shape = product_shape(G, H, U, true);
+  const SmemLayout layout = smem_layout(G, sizeof(T), H, U, a.batch_tile, true);
   unsigned char* smem = dynamic_smem();
-  T* wt_s = reinterpret_cast<T*>(smem);  // (U, G*H): wt_s[ul*GH + r] = W_hh[r, u0 + ul]
-  float* dg_s = reinterpret_cast<float*>(smem + weight_smem_bytes(G, sizeof(T), H, U));  // (BT, G*H)
+  T* wt_s = reinterpret_cast<T*>(smem);                     // A: (U, ld), wt_s[ul*ld + r] = W_hh[r, u0 + ul]
+  T* dg_s = reinterpret_cast<T*>(smem + layout.b_offset);   // B: (BT, ld)
+  float* part_s = reinterpret_cast<float*>(smem + layout.partial_offset);
 
-  for (int64_t i = threadIdx.x; i < nu * GH; i += blockDim.x) {
-    const int64_t r = i / nu, ul = i % nu;  // consecutive threads read consecutive columns
-    wt_s[ul * GH + r] = a.w_hh[r * H + u0 + ul];
+  for (int64_t i = threadIdx.x; i < U * GH; i += blockDim.x) {
+    const int64_t r = i / U, ul = i % U;  // consecutive threads read consecutive columns
+    wt_s[ul * shape.ld + r] = ul < nu ? a.w_hh[r * H + u0 + ul] : from_float<T>(0.f);  // zero rows past H
   }
+  zero_pad_columns(wt_s, U, shape);
+  zero_pad_columns(dg_s, a.batch_tile, shape);
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;
     a.dhbuf[b * H + u] = to_float(a.dh_n[b * H + u]);
@@ -81,7 +89,6 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
   }
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int64_t k = 0; k < TT; ++k) {
     const int64_t t = a.reverse ? k : TT - 1 - k;
     float* dg = a.dgbuf + (k & 1) * B * GH;
@@ -119,20 +126,19 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
     // Phase B: carried dh += dgh_t W_hh restricted to this block's units.
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
+      __syncthreads();  // the previous tile's readers are done with dg_s and part_s
+      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) {
+        dg_s[(i / GH) * shape.ld + i % GH] = from_float<T>(__ldcg(dg + b0 * GH + i));
+      }
       __syncthreads();
-      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) dg_s[i] = __ldcg(dg + b0 * GH + i);
+      block_product(wt_s, dg_s, nb, shape, part_s, a.tf32);
       __syncthreads();
-      for (int64_t item = warp; item < nb * nu; item += warps) {
+      for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
-        const float* grow = dg_s + bl * GH;
-        const T* wrow = wt_s + ul * GH;
-        float acc = 0.f;
-        for (int64_t r = lane; r < GH; r += 32) acc = fmaf(grow[r], to_float(wrow[r]), acc);
-        acc = warp_sum(acc);
-        if (lane == 0) a.dhbuf[(b0 + bl) * H + u0 + ul] += acc;
+        a.dhbuf[(b0 + bl) * H + u0 + ul] += partial_sum(part_s, shape.m_tiles, ul, bl);
       }
     }
-    __syncthreads();  // phase A of the next step reads dhbuf written by other warps
+    __syncthreads();  // phase A of the next step reads dhbuf written by other threads
   }
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;

@@ -14,16 +14,20 @@
 // the LSTM cell state (each unit's c stays with the block that owns the unit).
 //
 // Block p owns units [p*U, p*U + U) with all their gates (layout.cuh); its W_hh rows stay in
-// shared memory for all T steps. Per step t (t = T-1..0 when reverse):
-//   for each tile of BT sequences: stage h_{t-1} (read from L2, bypassing L1) in shared memory;
-//   one warp per (sequence, unit): the G dot products h_{t-1} . W_hh[g*H + u, :] (lanes split
-//   H, fp32 FMA), then lane 0 does the cell update and writes out, saved, hbuf[next], cbuf;
-//   grid.sync() so every block sees the complete h_t.
-// Plain FMA loops: tensor cores (mma.sync / wgmma) are a later step.
+// shared memory for all T steps (A of block_product.cuh: row g*U + ul is W_hh row g*H + u0 + ul;
+// rows of units past H are zero). Per step t (t = T-1..0 when reverse), per tile of BT sequences:
+//   stage h_{t-1} (read from L2, bypassing L1) in shared memory, in the storage dtype (B);
+//   the block's product gates_h = W_hh[rows] h_{t-1}, split over warps (tensor cores for 16-bit);
+//   one thread per (sequence, unit): the cell update from the warps' partial sums, writing out,
+//   saved, hbuf[next], cbuf;
+// then grid.sync() so every block sees the complete h_t.
+// With bf16/fp16, h_{t-1} enters the product rounded to the storage dtype (as in cuDNN); the
+// state itself (hbuf, cbuf, the cell update) stays fp32.
 #pragma once
 
 #include <cstdint>
 
+#include "block_product.cuh"
 #include "cell_math.cuh"
 #include "dtype.cuh"
 #include "layout.cuh"
@@ -51,6 +55,7 @@ struct ForwardArgs {
   int units;       // U
   int batch_tile;  // BT
   bool reverse;
+  bool tf32;  // fp32 only: recurrent product on TF32 tensor cores (torch's matmul TF32 flag)
 };
 
 template <typename Cell, typename T>
@@ -65,16 +70,20 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
   const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t nu = (H - u0) < U ? (H - u0) : U;  // units of this block (>= 1 by the plan)
 
+  const ProductShape shape = product_shape(G, H, U, false);
+  const SmemLayout layout = smem_layout(G, sizeof(T), H, U, a.batch_tile, false);
   unsigned char* smem = dynamic_smem();
-  T* w_s = reinterpret_cast<T*>(smem);  // (G*U, H): row g*U + ul is W_hh row g*H + u0 + ul
-  float* h_s = reinterpret_cast<float*>(smem + weight_smem_bytes(G, sizeof(T), H, U));  // (BT, H)
+  T* w_s = reinterpret_cast<T*>(smem);                          // A: (G*U, ld)
+  T* h_s = reinterpret_cast<T*>(smem + layout.b_offset);        // B: (BT, ld)
+  float* part_s = reinterpret_cast<float*>(smem + layout.partial_offset);
 
-  // Resident weights for all steps.
-  for (int64_t i = threadIdx.x; i < G * nu * H; i += blockDim.x) {
-    const int64_t row = i / H, k = i % H;
-    const int64_t g = row / nu, ul = row % nu;
-    w_s[(g * U + ul) * H + k] = a.w_hh[(g * H + u0 + ul) * H + k];
+  // Resident weights for all steps (zero rows for units past H, zero pad columns).
+  for (int64_t i = threadIdx.x; i < G * U * shape.ld; i += blockDim.x) {
+    const int64_t row = i / shape.ld, k = i % shape.ld;
+    const int64_t g = row / U, ul = row % U;
+    w_s[i] = (ul < nu && k < H) ? a.w_hh[(g * H + u0 + ul) * H + k] : from_float<T>(0.f);
   }
+  zero_pad_columns(h_s, a.batch_tile, shape);
   // Initial state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;
@@ -83,53 +92,46 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
   }
   grid.sync();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int64_t k = 0; k < TT; ++k) {
     const int64_t t = a.reverse ? TT - 1 - k : k;
     const float* h_prev = a.hbuf + (k & 1) * B * H;
     float* h_next = a.hbuf + ((k + 1) & 1) * B * H;
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
-      __syncthreads();  // the previous tile's readers are done with h_s
-      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) h_s[i] = __ldcg(h_prev + b0 * H + i);
+      __syncthreads();  // the previous tile's readers are done with h_s and part_s
+      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) {
+        h_s[(i / H) * shape.ld + i % H] = from_float<T>(__ldcg(h_prev + b0 * H + i));
+      }
       __syncthreads();
-      for (int64_t item = warp; item < nb * nu; item += warps) {
+      block_product(w_s, h_s, nb, shape, part_s, a.tf32);
+      __syncthreads();
+      for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
         const int64_t b = b0 + bl, u = u0 + ul;
-        float acc[G];
+        const int64_t row = t * B + b;  // 64-bit: T*B*G*H may pass 2^31
+        const float hp = __ldcg(h_prev + b * H + u);
+        float* sv = a.saved + row * (S * H) + u;
+        if (t < a.lengths[b]) {
+          float gx[G], gh[G], sv_v[S];
 #pragma unroll
-        for (int g = 0; g < G; ++g) acc[g] = 0.f;
-        const float* hrow = h_s + bl * H;
-        for (int64_t j = lane; j < H; j += 32) {
-          const float hj = hrow[j];
-#pragma unroll
-          for (int g = 0; g < G; ++g) acc[g] = fmaf(hj, to_float(w_s[(g * U + ul) * H + j]), acc[g]);
-        }
-#pragma unroll
-        for (int g = 0; g < G; ++g) acc[g] = warp_sum(acc[g]);
-        if (lane == 0) {
-          const int64_t row = t * B + b;  // 64-bit: T*B*G*H may pass 2^31
-          const float hp = hrow[u];
-          float* sv = a.saved + row * (S * H) + u;
-          if (t < a.lengths[b]) {
-            float gx[G], sv_v[S];
-#pragma unroll
-            for (int g = 0; g < G; ++g) gx[g] = to_float(a.gx[row * (G * H) + g * H + u]);
-            if (Cell::kGruRecurrentBias) acc[G - 1] += to_float(a.b_hn[u]);
-            const float cp = Cell::kHasCellState ? a.cbuf[b * H + u] : 0.f;
-            float hn, cn;
-            Cell::forward(gx, acc, hp, cp, sv_v, hn, cn);
-            a.out[row * H + u] = from_float<T>(hn);
-#pragma unroll
-            for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
-            h_next[b * H + u] = hn;
-            if (Cell::kHasCellState) a.cbuf[b * H + u] = cn;
-          } else {  // past the sequence's end: state frozen, output zero
-            a.out[row * H + u] = from_float<T>(0.f);
-#pragma unroll
-            for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
-            h_next[b * H + u] = hp;
+          for (int g = 0; g < G; ++g) {
+            gx[g] = to_float(a.gx[row * (G * H) + g * H + u]);
+            gh[g] = partial_sum(part_s, shape.m_tiles, g * U + ul, bl);
           }
+          if (Cell::kGruRecurrentBias) gh[G - 1] += to_float(a.b_hn[u]);
+          const float cp = Cell::kHasCellState ? a.cbuf[b * H + u] : 0.f;
+          float hn, cn;
+          Cell::forward(gx, gh, hp, cp, sv_v, hn, cn);
+          a.out[row * H + u] = from_float<T>(hn);
+#pragma unroll
+          for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
+          h_next[b * H + u] = hn;
+          if (Cell::kHasCellState) a.cbuf[b * H + u] = cn;
+        } else {  // past the sequence's end: state frozen, output zero
+          a.out[row * H + u] = from_float<T>(0.f);
+#pragma unroll
+          for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
+          h_next[b * H + u] = hp;
         }
       }
     }

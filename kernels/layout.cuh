@@ -5,12 +5,17 @@
 //
 // A layer-direction with hidden size H and G gates runs on P blocks; block p owns the hidden
 // units [p*U, min(H, (p+1)*U)) with all G of their gates (U = units per block), so the cell
-// update is local to the block. Shared memory of one block:
-//   forward:  W_hh rows of its units           G*U rows x H      (storage dtype)
-//             + a tile of h_{t-1}              BT rows x H       (fp32)
-//   backward: W_hh columns of its units        U x G*H           (storage dtype, transposed)
-//             + a tile of the gate gradients   BT rows x G*H     (fp32)
-// BT = batch rows staged per pass (1..kMaxBatchTile); both kernels loop over batch tiles.
+// update is local to the block. Each step a block computes one small product
+//     C (M x BT) = A (M x K) . B^T,   B: BT rows of K values            (block_product.cuh)
+// forward:  A = W_hh rows of its units   (M = G*U, K = H),   B = h_{t-1} of BT sequences
+// backward: A = W_hh columns, transposed (M = U,   K = G*H), B = dgates of BT sequences
+// Shared memory of one block, in this order:
+//   A         M rows x ld        storage dtype, resident for all T steps
+//   B         BT rows x ld       storage dtype, restaged every step and batch tile
+//   partials  kWarps x ceil(M/16) x 16 x 8 fp32: each warp's share of C (split over K)
+// Rows are padded to ld = align_up(K, 16) + 8 elements: whole 16-wide k-tiles never leave a
+// row, and a row stride of 8 (mod 16) elements puts the 8 rows one mma fragment load touches in
+// 8 different bank groups (no conflicts). BT = batch rows per pass (1..kMaxBatchTile).
 #pragma once
 
 #include <cstdint>
@@ -23,23 +28,47 @@
 
 namespace fastrnn {
 
-constexpr int kThreads = 256;      // threads per block (8 warps)
-constexpr int kMaxBatchTile = 8;   // batch rows staged in shared memory per pass
+constexpr int kThreads = 256;      // threads per block
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxBatchTile = 8;   // batch rows per pass: the N of one m16n8k16 mma
+constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
 
 FASTRNN_LAYOUT_HD constexpr int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+FASTRNN_LAYOUT_HD constexpr int64_t ceil_div(int64_t n, int64_t d) { return (n + d - 1) / d; }
 
-// Bytes of the resident weight slice (same size forward and backward).
-FASTRNN_LAYOUT_HD constexpr int64_t weight_smem_bytes(int gates, int itemsize, int64_t hidden, int64_t units) {
-  return align_up(static_cast<int64_t>(gates) * units * hidden * itemsize, 16);
+// The product's sizes for one block (see the header comment).
+struct ProductShape {
+  int64_t rows;     // M
+  int64_t k;        // K
+  int64_t ld;       // row stride of A and B, elements
+  int64_t m_tiles;  // ceil(M / 16)
+};
+
+FASTRNN_LAYOUT_HD constexpr ProductShape product_shape(int gates, int64_t hidden, int64_t units, bool backward) {
+  const int64_t rows = backward ? units : gates * units;
+  const int64_t k = backward ? gates * hidden : hidden;
+  return ProductShape{rows, k, align_up(k, kTileK) + 8, ceil_div(rows, kTileM)};
 }
 
-// Bytes per staged batch row: h_{t-1} (H floats) forward, gate gradients (G*H floats) backward.
-FASTRNN_LAYOUT_HD constexpr int64_t row_smem_bytes(int gates, int64_t hidden, bool backward) {
-  return (backward ? gates * hidden : hidden) * static_cast<int64_t>(sizeof(float));
+// Byte offsets of the three regions (16-byte aligned) and the total.
+struct SmemLayout {
+  int64_t b_offset;
+  int64_t partial_offset;
+  int64_t bytes;
+};
+
+FASTRNN_LAYOUT_HD constexpr SmemLayout smem_layout(int gates, int itemsize, int64_t hidden, int64_t units,
+                                                   int batch_tile, bool backward) {
+  const ProductShape s = product_shape(gates, hidden, units, backward);
+  const int64_t a_bytes = align_up(s.rows * s.ld * itemsize, 16);
+  const int64_t b_bytes = align_up(batch_tile * s.ld * itemsize, 16);
+  const int64_t partial_bytes = static_cast<int64_t>(kWarps) * s.m_tiles * kTileM * kTileN * 4;
+  return SmemLayout{a_bytes, a_bytes + b_bytes, a_bytes + b_bytes + partial_bytes};
 }
 
-FASTRNN_LAYOUT_HD constexpr int64_t smem_bytes(int gates, int itemsize, int64_t hidden, int64_t units, int batch_tile, bool backward) {
-  return weight_smem_bytes(gates, itemsize, hidden, units) + batch_tile * row_smem_bytes(gates, hidden, backward);
+FASTRNN_LAYOUT_HD constexpr int64_t smem_bytes(int gates, int itemsize, int64_t hidden, int64_t units, int batch_tile,
+                                               bool backward) {
+  return smem_layout(gates, itemsize, hidden, units, batch_tile, backward).bytes;
 }
 
 struct Plan {
@@ -57,8 +86,8 @@ inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, in
   Plan plan;
   if (hidden <= 0 || num_sms <= 0) return plan;
   const int64_t blocks = hidden < num_sms ? hidden : num_sms;
-  const int64_t units = (hidden + blocks - 1) / blocks;
-  const int64_t used_blocks = (hidden + units - 1) / units;  // no block without units
+  const int64_t units = ceil_div(hidden, blocks);
+  const int64_t used_blocks = ceil_div(hidden, units);  // no block without units
   const int64_t max_tile = batch < kMaxBatchTile ? (batch > 0 ? batch : 1) : kMaxBatchTile;
   for (int64_t tile = max_tile; tile >= 1; --tile) {
     const int64_t bytes = smem_bytes(gates, itemsize, hidden, units, static_cast<int>(tile), backward);

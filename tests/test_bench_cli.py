@@ -13,7 +13,7 @@ import torch
 
 from fastrnn import backends
 from fastrnn.backends import Backend
-from fastrnn.bench import cli, cudnn_heuristic, flops, presets
+from fastrnn.bench import cli, cudnn_heuristic, flops, presets, report
 from fastrnn.bench.report import ROW_FIELDS
 from fastrnn.bench.timing import quantile, summarize
 from fastrnn.reference import reference_layer
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--batch", "3", "--seq-len", "4", "--hidden-size", "8", "--input-size", "5", "--repeats", "2",
         "--warmup", "0", "--device", "cpu", "--quiet"]
 METADATA_KEYS = {"date", "device", "gpu_name", "sm_count", "torch", "cuda", "cudnn", "triton", "python",
-                 "commit", "git_dirty", "tf32"}
+                 "commit", "git_dirty", "tf32", "grid_barrier"}
 
 
 def _check_row(row):
@@ -53,6 +53,8 @@ def test_run_in_process_writes_json_and_csv(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert METADATA_KEYS <= set(result["metadata"])
     assert result["metadata"]["device"]["type"] == "cpu" and result["metadata"]["commit"]
+    assert result["metadata"]["grid_barrier"] is None  # a GPU-only measurement (bench/barrier_floor.py)
+    assert "floor of a persistent step" not in stdout
     assert result["settings"]["repeats"] == 2
     rows = result["rows"]
     assert {(r["cell"], r["impl"], r["mode"]) for r in rows} == {
@@ -139,6 +141,27 @@ def test_unavailable_unsupported_and_wrong_backends(tmp_path, capsys):
     wrong = [r for r in result["rows"] if r["impl"] == "fastrnn:fake_wrong"]
     assert len(wrong) == 2 and all(r["error_ok"] is False and r["max_rel_err_out"] > 5e-3 for r in wrong)
     assert "! error above tolerance" in stdout and "skipped: unsupported: only H=1024" in stdout
+
+
+def test_report_prints_the_barrier_floor(tmp_path):
+    """On a GPU the table shows the measured empty grid.sync() beside the rows (faked here)."""
+    out = tmp_path / "r.json"
+    assert cli.main(["--cell", "gru", "--backends", "torch", *TINY, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    result["metadata"]["grid_barrier"] = {"blocks": 132, "threads_per_block": 256, "iters": 2000,
+                                          "us_per_barrier": 1.234}
+    assert "one empty grid.sync() over 132 blocks = 1.23 us" in report.table(result)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the empty-barrier floor is measured on a CUDA GPU")
+def test_barrier_floor_on_gpu():
+    from fastrnn.bench import barrier_floor
+
+    floor = barrier_floor.measure(torch.device("cuda"))
+    if floor is None:
+        pytest.skip("fastrnn._C is not built, so there is no barrier kernel to time")
+    assert floor["blocks"] == torch.cuda.get_device_properties(0).multi_processor_count
+    assert 0.05 < floor["us_per_barrier"] < 100, floor
 
 
 def test_presets():

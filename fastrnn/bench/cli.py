@@ -207,7 +207,7 @@ def _run(args, parser) -> int:
     started = time.perf_counter()
     import torch
 
-    from . import environment, report, runner
+    from . import barrier_floor, environment, report, runner
 
     device = _resolve_device(args.device, parser)
     if device.type == "cuda" and device.index is not None:
@@ -267,6 +267,7 @@ def _run(args, parser) -> int:
               file=sys.stderr)
         return 1
     metadata = environment.run_metadata(device)
+    metadata["grid_barrier"] = barrier_floor.measure(device)  # None on the CPU / without fastrnn._C
     device_info = metadata["device"]
 
     rows, skipped = [], []

@@ -46,6 +46,10 @@ def table(result: dict) -> str:
     if dev["type"] == "cuda":
         lines.append(f"TF32: matmul {'on' if tf32['matmul'] else 'off'}, cuDNN {'on' if tf32['cudnn'] else 'off'} "
                      "(applies to float32 rows on sm_80+; per-row flag in JSON)")
+    barrier = meta.get("grid_barrier")
+    if barrier:
+        lines.append(f"floor of a persistent step: one empty grid.sync() over {barrier['blocks']} blocks = "
+                     f"{barrier['us_per_barrier']:.2f} us (compare the rows' us/step)")
     lines.append(f"timing: {result['settings']['timing_method']}; up to {result['settings']['repeats']} samples, "
                  f"{result['settings']['warmup']} warm-up; err = |out-ref|max/|ref|max vs float64 reference")
     header = (f"  {'impl':<20} {'mode':<9} {'median ms':>10} {'p20-p80 ms':>17} {'us/step':>9} "

@@ -5,11 +5,14 @@ projection, dx, dW_ih, dW_hh, biases) are :mod:`fastrnn.fused`'s:
 
 Forward (one layer-direction):
     gx, b_hn = fused.input_projection(...)
-    out, h_T, c_T, saved = _C.rnn_forward(cell, reverse, gx, W_hh, b_hn, h0, c0, lengths)
+    out, h_T, c_T, saved = _C.rnn_forward(cell, reverse, tf32, gx, W_hh, b_hn, h0, c0, lengths)
 
 Backward:
-    dgx, dgh_n, dh0, dc0 = _C.rnn_backward(cell, reverse, dout, dh_T, dc_T, W_hh, saved, lengths)
+    dgx, dgh_n, dh0, dc0 = _C.rnn_backward(cell, reverse, tf32, dout, dh_T, dc_T, W_hh, saved, lengths)
     dx, dW_ih, dW_hh, db_ih, db_hh = fused.input_and_weight_grads(...)
+
+tf32 = fused.uses_tf32(dtype): float32 recurrent products on TF32 tensor cores only where torch
+allows TF32 for matmuls; bf16/fp16 always run them on tensor cores (kernels/block_product.cuh).
 
 The forward saves fp32 activations (kernels/cell_math.cuh: 1 value per unit and step for Elman,
 5 for LSTM and GRU). The backward is @once_differentiable (use backend="reference" for double
@@ -27,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from fastrnn import _C
 
-from ..fused import backward_outputs, input_projection, run_layer
+from ..fused import backward_outputs, input_projection, run_layer, uses_tf32
 from .backend import CELL_IDS
 
 LSTM, GRU = CELL_IDS["lstm"], CELL_IDS["gru"]
@@ -48,9 +51,10 @@ class CudaLayer(torch.autograd.Function):
         w_hh_c = w_hh.contiguous()
         h0 = h0.contiguous()
         c0_arg = c0.contiguous() if cell == LSTM else None
-        out, h_t, c_t, saved = _C.rnn_forward(cell, reverse, gx, w_hh_c, b_hn, h0, c0_arg, lengths)
+        tf32 = uses_tf32(x.dtype)
+        out, h_t, c_t, saved = _C.rnn_forward(cell, reverse, tf32, gx, w_hh_c, b_hn, h0, c0_arg, lengths)
         LAUNCHES["forward"] += 1
-        ctx.cell, ctx.reverse = cell, reverse
+        ctx.cell, ctx.reverse, ctx.tf32 = cell, reverse, tf32
         ctx.has_bias = b_ih is not None
         ctx.save_for_backward(x, h0, w_ih, w_hh_c, out, saved, lengths)
         if cell == LSTM:
@@ -68,7 +72,7 @@ class CudaLayer(torch.autograd.Function):
         dc_arg = None
         if cell == LSTM:
             dc_arg = dc_t.contiguous() if dc_t is not None else torch.zeros_like(h0)
-        dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, dout, dh_t, dc_arg, w_hh, saved, lengths)
+        dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, ctx.tf32, dout, dh_t, dc_arg, w_hh, saved, lengths)
         LAUNCHES["backward"] += 1
 
         return backward_outputs(ctx, cell == GRU, cell == LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)

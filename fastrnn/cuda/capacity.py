@@ -3,26 +3,28 @@
 The persistent kernels (kernels/forward.cuh, kernels/backward.cuh) split the hidden units over
 P = min(H, SMs) blocks, one block per SM, all resident at once (cooperative launch). Block p owns
 U = ceil(H / P) units with all G of their gates (G = 1 Elman, 3 GRU, 4 LSTM) and keeps their
-W_hh slice in shared memory for all T steps, plus a tile of BT batch rows staged per pass:
+W_hh slice in shared memory for all T steps. Each step it computes C (M x BT) = A (M x K) . B^T
+(kernels/block_product.cuh) with
 
-    forward:   G*U*H*itemsize (W_hh rows, 16-byte aligned)  +  BT * H * 4        (h_{t-1}, fp32)
-    backward:  G*U*H*itemsize (W_hh columns, transposed)     +  BT * G*H * 4      (dgates, fp32)
+    forward:   A = W_hh rows of its units     M = G*U,  K = H      B = h_{t-1} of BT sequences
+    backward:  A = W_hh columns, transposed   M = U,    K = G*H    B = dgates of BT sequences
 
-BT is the largest of 8, 7, ..., 1 (and at most B) that fits; the problem fits when BT = 1 fits,
-in both directions. This restates ``fastrnn::make_plan`` (kernels/layout.cuh), which the host
-launcher uses; tests/test_cuda_backend.py checks the two agree through ``fastrnn._C.plan``.
+Shared memory per block (kernels/layout.cuh), rows padded to ld = align16(K) + 8 elements:
 
-H100 SXM: 132 SMs, 227 KB = 232,448 bytes of shared memory per block (opt-in maximum). Examples
-(backward, the binding side: its row is G*H*4 bytes instead of H*4):
+    A: M * ld * itemsize   +   B: BT * ld * itemsize   +   partials: 8 warps * ceil(M/16) * 16*8 * 4
 
-    LSTM bf16 H=1024: P=128, U=8:   4*8*1024*2  =  65,536 + 1*4*1024*4 = 16,384 ->  81,920 B  fits
-                      (the forward takes BT=8: 65,536 + 8*1024*4 = 98,304 B)
-    LSTM bf16 H=1816: P=130, U=14:  4*14*1816*2 = 203,392 + 4*1816*4 = 29,056 -> 232,448 B  fits exactly
-    LSTM bf16 H=1817: P=130, U=14:  4*14*1817*2 = 203,504 + 4*1817*4 = 29,072 -> 232,576 B  too big
+(A and B each rounded up to 16 bytes). BT is the largest of 8, 7, ..., 1 (and at most B) that
+fits; the problem fits when BT = 1 fits, in both directions. This restates ``fastrnn::make_plan``,
+which the host launcher uses; tests/test_cuda_backend.py checks the two agree through
+``fastrnn._C.plan``.
+
+H100 SXM: 132 SMs, 227 KB = 232,448 bytes of shared memory per block (opt-in maximum). Example,
+LSTM bf16 H=1024 (P=128, U=8), backward (M=8, K=4096, ld=4104):
+65,664 (A) + 8 * 8,208 = 65,664 (B, BT=8) + 4,096 (partials) = 135,424 bytes.
 
 Capacities on an H100 (``capacity(G, itemsize)`` with the defaults below; 16-bit = bf16, fp16):
 
-    Elman fp32 2641, 16-bit 3748    GRU fp32 1490, 16-bit 2112    LSTM fp32 1320, 16-bit 1816
+    Elman fp32 2640, 16-bit 3728    GRU fp32 1456, 16-bit 2112    LSTM fp32 1292, 16-bit 1848
 
 Registers are not the limit (256 threads per block, one block per SM). Other GPUs: the backend
 passes the device's own SM count and opt-in shared memory.
@@ -46,14 +48,21 @@ class Plan(NamedTuple):
     smem: int
 
 
-def _align16(n: int) -> int:
-    return (n + 15) // 16 * 16
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+WARPS = 8  # kWarps in kernels/layout.cuh (256 threads per block)
+TILE_M, TILE_N, TILE_K = 16, 8, 16  # one mma.m16n8k16
 
 
 def smem_bytes(gates: int, itemsize: int, hidden: int, units: int, batch_tile: int, backward: bool) -> int:
-    weights = _align16(gates * units * hidden * itemsize)
-    row = (gates * hidden if backward else hidden) * 4
-    return weights + batch_tile * row
+    """``fastrnn::smem_bytes``: the A, B and partials regions of one block."""
+    rows = units if backward else gates * units
+    k = gates * hidden if backward else hidden
+    ld = _align(k, TILE_K) + 8
+    m_tiles = -(-rows // TILE_M)
+    return _align(rows * ld * itemsize, 16) + _align(batch_tile * ld * itemsize, 16) + WARPS * m_tiles * TILE_M * TILE_N * 4
 
 
 def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_per_block: int, backward: bool) -> Plan:

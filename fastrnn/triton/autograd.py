@@ -35,7 +35,7 @@ import triton
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..fused import backward_outputs, input_projection, run_layer
+from ..fused import backward_outputs, input_projection, run_layer, uses_tf32
 from .backward import recurrent_backward_kernel
 from .capacity import MIN_BLOCK, block_size, small_h_capacity
 from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
@@ -123,10 +123,8 @@ def _device_guard(tensor: Tensor):
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    # TF32 only when torch allows it for matmuls (it is off by default); fp16/bf16 ignore it.
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
+    # fp16/bf16 ignore the precision; fp32 takes TF32 only where torch allows it (fused.uses_tf32).
+    return "ieee" if dtype == torch.float32 and not uses_tf32(dtype) else "tf32"
 
 
 def _widen_weights(dtype: torch.dtype) -> bool:

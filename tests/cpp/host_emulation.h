@@ -4,11 +4,14 @@
 // -pthread, CUDA's include folder on the path for cuda_fp16.h / cuda_bf16.h).
 //
 // Emulated: threadIdx / blockIdx / blockDim / gridDim, __syncthreads() (a barrier per block),
-// __shfl_xor_sync (a barrier per warp: every lane of a warp must call it, as on the GPU with a
-// full mask), __ldcg (a plain load: std::barrier orders memory), cooperative_groups::this_grid()
-// .sync() (a barrier over all threads), and the block's dynamic shared memory. Not emulated:
-// timing, the memory model's weaker orderings (a missing fence that std::barrier happens to
-// provide would go unnoticed), bank conflicts, occupancy.
+// mma.sync m16n8k16 and m16n8k8.tf32 (fastrnn_emu::mma_*: the lanes of a warp exchange their fragments
+// through a barrier per warp, so every lane must call it, as on the GPU; the fragment layout is
+// the PTX ISA's, restated in kernels/mma.cuh), __ldcg (a plain load: std::barrier orders memory),
+// cooperative_groups::this_grid().sync() (a barrier over all threads), and the block's dynamic
+// shared memory, filled with NaN bytes at launch so a read of something never written shows.
+// Not emulated: timing, the memory model's weaker orderings (a missing fence that std::barrier
+// happens to provide would go unnoticed), bank conflicts, occupancy, the tensor cores' own
+// summation order (the emulation sums in fp32, k ascending).
 #pragma once
 
 #define FASTRNN_HOST_EMULATION 1
@@ -19,6 +22,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -36,13 +41,14 @@ inline thread_local EmuDim threadIdx, blockIdx, blockDim, gridDim;
 namespace fastrnn_emu {
 
 struct Warp {
-  float values[32];
+  uint32_t a[32][4];  // each lane's mma fragments
+  uint32_t b[32][2];
   std::barrier<> barrier{32};
 };
 
 struct Block {
   explicit Block(int threads, size_t smem_bytes)
-      : smem(smem_bytes + 16), barrier(threads), warps(threads / 32) {
+      : smem(smem_bytes + 16, 0xFF), barrier(threads), warps(threads / 32) {  // 0xFF..: NaN in fp32/bf16/fp16
     for (auto& w : warps) w = std::make_unique<Warp>();
   }
   std::vector<unsigned char> smem;
@@ -82,15 +88,91 @@ void launch(Kernel kernel, int grid, int block, size_t smem_bytes, const Args& a
 
 inline void __syncthreads() { fastrnn_emu::current_block->barrier.arrive_and_wait(); }
 
-inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
-  auto& warp = *fastrnn_emu::current_block->warps[threadIdx.x / 32];
-  const unsigned lane = threadIdx.x % 32;
-  warp.values[lane] = v;
-  warp.barrier.arrive_and_wait();
-  const float other = warp.values[lane ^ static_cast<unsigned>(lane_mask)];
-  warp.barrier.arrive_and_wait();
-  return other;
+namespace fastrnn_emu {
+
+template <typename T>
+float half_to_float(uint32_t bits16) {
+  const uint16_t h = static_cast<uint16_t>(bits16);
+  T v;
+  std::memcpy(static_cast<void*>(&v), &h, sizeof(v));
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else {
+    return __half2float(v);
+  }
 }
+
+// D (16x8) += A (16x16) . B (16x8) for the calling warp; a, b, d are this lane's fragments.
+template <typename T>
+void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  auto& warp = *current_block->warps[threadIdx.x / 32];
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  for (int i = 0; i < 4; ++i) warp.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) warp.b[lane][i] = b[i];
+  warp.barrier.arrive_and_wait();
+  // Rebuild the whole A and B from all lanes' fragments (layout: kernels/mma.cuh).
+  float am[16][16], bm[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, q = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + (i % 2) * 8, col = 2 * q + (i / 2) * 8;
+      am[row][col] = half_to_float<T>(warp.a[l][i] & 0xFFFFu);
+      am[row][col + 1] = half_to_float<T>(warp.a[l][i] >> 16);
+    }
+    for (int i = 0; i < 2; ++i) {
+      const int k = 2 * q + i * 8;
+      bm[k][g] = half_to_float<T>(warp.b[l][i] & 0xFFFFu);
+      bm[k + 1][g] = half_to_float<T>(warp.b[l][i] >> 16);
+    }
+  }
+  warp.barrier.arrive_and_wait();  // every lane has read the fragments before they are reused
+  const int g = lane / 4, q = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i / 2) * 8, col = 2 * q + i % 2;
+    float acc = d[i];
+    for (int k = 0; k < 16; ++k) acc += am[row][k] * bm[k][col];
+    d[i] = acc;
+  }
+}
+
+// fp32 -> TF32 bits as cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away.
+inline uint32_t to_tf32(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7F800000u) == 0x7F800000u) return bits;  // inf / NaN unchanged
+  return (bits + 0x1000u) & 0xFFFFE000u;
+}
+
+inline float tf32_value(uint32_t bits) {
+  float v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+// D (16x8) += A (16x8) . B (8x8) in TF32 for the calling warp (layout: kernels/mma.cuh).
+inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  auto& warp = *current_block->warps[threadIdx.x / 32];
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  for (int i = 0; i < 4; ++i) warp.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) warp.b[lane][i] = b[i];
+  warp.barrier.arrive_and_wait();
+  float am[16][8], bm[8][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, q = l % 4;
+    for (int i = 0; i < 4; ++i) am[g + (i % 2) * 8][q + (i / 2) * 4] = tf32_value(warp.a[l][i] & 0xFFFFE000u);
+    for (int i = 0; i < 2; ++i) bm[q + i * 4][g] = tf32_value(warp.b[l][i] & 0xFFFFE000u);
+  }
+  warp.barrier.arrive_and_wait();
+  const int g = lane / 4, q = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i / 2) * 8, col = 2 * q + i % 2;
+    float acc = d[i];
+    for (int k = 0; k < 8; ++k) acc += am[row][k] * bm[k][col];
+    d[i] = acc;
+  }
+}
+
+}  // namespace fastrnn_emu
 
 inline float __ldcg(const float* p) { return *p; }
 

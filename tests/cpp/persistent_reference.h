@@ -100,10 +100,25 @@ struct Problem {
     h_n = h;
     c_n = c;
 
-    // Backward.
+    Gradients grads = backward(saved);
+    dgx = std::move(grads.dgx);
+    dghn = std::move(grads.dghn);
+    dh0 = std::move(grads.dh0);
+    dc0 = std::move(grads.dc0);
+  }
+
+  // The backward pass from the forward's saved values (the kernel's own, to check its backward
+  // alone: a ReLU whose pre-activation the rounded forward pushed across 0 changes the local
+  // derivative from 1 to 0, which says nothing about the backward kernel).
+  struct Gradients {
+    std::vector<double> dgx, dghn, dh0, dc0;
+  };
+  Gradients backward(const std::vector<double>& saved) const {
+    const int64_t GH = G * H;
     std::vector<double> dh(dh_n.begin(), dh_n.end()), dc(dc_n.begin(), dc_n.end());
-    dgx.assign(TT * B * GH, 0.0);
-    dghn.assign(TT * B * H, 0.0);
+    Gradients r;
+    r.dgx.assign(TT * B * GH, 0.0);
+    r.dghn.assign(TT * B * H, 0.0);
     for (int64_t k = 0; k < TT; ++k) {
       const int64_t t = reverse ? k : TT - 1 - k;
       for (int64_t b = 0; b < B; ++b) {
@@ -114,23 +129,25 @@ struct Problem {
           for (int s = 0; s < S; ++s) sv[s] = saved[(t * B + b) * S * H + s * H + u];
           Cell::backward(sv, dh[b * H + u] + dout[(t * B + b) * H + u], dc[b * H + u], dx, dy, dhd, dcp);
           for (int g = 0; g < G; ++g) {
-            dgx[(t * B + b) * GH + g * H + u] = dx[g];
+            r.dgx[(t * B + b) * GH + g * H + u] = dx[g];
             dgh_row[g * H + u] = dy[g];
           }
-          dghn[(t * B + b) * H + u] = dy[G - 1];
+          r.dghn[(t * B + b) * H + u] = dy[G - 1];
           dh_new[u] = dhd;
           dc[b * H + u] = dcp;
         }
         for (int64_t j = 0; j < H; ++j) {
           double acc = dh_new[j];
-          for (int64_t r = 0; r < GH; ++r) acc += dgh_row[r] * w[r * H + j];
+          for (int64_t row = 0; row < GH; ++row) acc += dgh_row[row] * w[row * H + j];
           dh[b * H + j] = acc;
         }
       }
     }
-    dh0 = dh;
-    dc0 = dc;
+    r.dh0 = dh;
+    r.dc0 = dc;
+    return r;
   }
+
 
   std::string tag(const char* name) const {
     return std::string(name) + (reverse ? " reverse" : " forward") + " H=" + std::to_string(H) +

@@ -2,12 +2,13 @@
 // loop in double, without PyTorch. Builds anywhere nvcc does; needs a GPU to run (exits 1 with
 // a message otherwise). Checks every cell, forward and reverse, with per-sequence lengths
 // (including 0), one unit per block (H <= SMs) and several (H = 200 on an H100's 132 SMs), fp32,
-// bf16 and fp16, and NaN-poisoned outputs and work buffers: out, h_n, c_n, dgx, dghn, dh0, dc0.
-// tests/cpp/test_persistent_emulated.cpp runs the same kernels on the CPU (fp32).
+// fp32 with TF32, bf16 and fp16, and NaN-poisoned outputs and work buffers: out, h_n, c_n, dgx,
+// dghn, dh0, dc0. tests/cpp/test_persistent_emulated.cpp runs the same kernels on the CPU.
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backward.cuh"
@@ -82,7 +83,8 @@ void launch(Kernel kernel, Args args, int gates, int itemsize, bool backward) {
 }
 
 template <typename Cell, typename T>
-void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, double tol, std::mt19937& rng) {
+void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, double tol, std::mt19937& rng,
+              bool tf32 = false) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   const int64_t GH = G * H;
   const Problem<Cell, T> p(TT, B, H, reverse, rng);
@@ -109,8 +111,9 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   fa.batch = B;
   fa.hidden = H;
   fa.reverse = reverse;
+  fa.tf32 = tf32;
   launch(fastrnn::persistent_forward_kernel<Cell, T>, fa, G, sizeof(T), false);
-  const std::string tag = p.tag(name);
+  const std::string tag = p.tag(name) + (std::is_same_v<T, float> ? (tf32 ? " fp32/tf32" : " fp32") : " 16-bit");
   compare(to_host(fa.out, TT * B * H), p.out, tol, tag + " out");
   compare(to_host(fa.h_n, B * H), p.h_n, tol, tag + " h_n");
   if (Cell::kHasCellState) compare(to_host(fa.c_n, B * H), p.c_n, tol, tag + " c_n");
@@ -133,11 +136,14 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   ba.batch = B;
   ba.hidden = H;
   ba.reverse = reverse;
+  ba.tf32 = tf32;
   launch(fastrnn::persistent_backward_kernel<Cell, T>, ba, G, sizeof(T), true);
-  compare(to_host(ba.dgx, TT * B * GH), p.dgx, tol, tag + " dgx");
-  if (Cell::kGruRecurrentBias) compare(to_host(ba.dghn, TT * B * H), p.dghn, tol, tag + " dghn");
-  compare(to_host(ba.dh0, B * H), p.dh0, tol, tag + " dh0");
-  if (Cell::kHasCellState) compare(to_host(ba.dc0, B * H), p.dc0, tol, tag + " dc0");
+  // Expected gradients from the kernel's own saved forward values (persistent_reference.h).
+  const auto want = p.backward(to_host(fa.saved, TT * B * S * H));
+  compare(to_host(ba.dgx, TT * B * GH), want.dgx, tol, tag + " dgx");
+  if (Cell::kGruRecurrentBias) compare(to_host(ba.dghn, TT * B * H), want.dghn, tol, tag + " dghn");
+  compare(to_host(ba.dh0, B * H), want.dh0, tol, tag + " dh0");
+  if (Cell::kHasCellState) compare(to_host(ba.dc0, B * H), want.dc0, tol, tag + " dc0");
   // (device buffers are left to process exit)
 }
 
@@ -147,6 +153,7 @@ void run_cell(const char* name, std::mt19937& rng) {
     run_case<Cell, float>(name, 7, 3, 40, reverse, 1e-4, rng);
     run_case<Cell, float>(name, 1, 1, 24, reverse, 1e-4, rng);
     run_case<Cell, float>(name, 4, 17, 200, reverse, 1e-4, rng);   // H > SMs on small GPUs: U > 1
+    run_case<Cell, float>(name, 4, 17, 200, reverse, 5e-3, rng, /*tf32=*/true);
     run_case<Cell, __nv_bfloat16>(name, 5, 3, 40, reverse, 3e-2, rng);
     run_case<Cell, __half>(name, 5, 3, 40, reverse, 1e-2, rng);
   }

@@ -2,28 +2,65 @@
 // host_emulation.h (one std::thread per CUDA thread, real barriers), against the CPU loop of
 // persistent_reference.h. Tests the orchestration without a GPU: work split over several blocks
 // (one and several units per block), batch tiles smaller than the batch, the h / dgates double
-// buffers and grid barriers, lengths (0, partial, full), reverse, NaN-poisoned buffers.
-// fp32 only (the 16-bit conversions are CUDA intrinsics; test_persistent.cu covers them on a GPU).
+// buffers and grid barriers, lengths (0, partial, full), reverse, NaN-poisoned buffers and
+// shared memory, the K split over 2 and 8 warps (warps without a k-tile included); fp32 (FMA
+// path), fp32 with TF32 and bf16 / fp16 (the mma paths, with mma.sync emulated from its
+// documented fragment layouts; test_persistent.cu and test_mma.cu check the real instructions
+// on a GPU).
 #include "host_emulation.h"  // first: supplies the CUDA built-ins
 
 #include "backward.cuh"
 #include "forward.cuh"
 #include "persistent_reference.h"
 
+#include <type_traits>
+
 namespace {
 
 using fastrnn_test::compare;
 using fastrnn_test::Problem;
 
-constexpr int kEmuThreads = 64;  // 2 warps per block keeps the thread count small
+template <typename T>
+std::vector<T> converted(const std::vector<float>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = fastrnn::from_float<T>(v[i]);
+  return out;
+}
 
-template <typename Cell>
-void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, int sms, int tile, std::mt19937& rng) {
+template <typename T>
+std::vector<double> widened(const std::vector<T>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = fastrnn::to_float(v[i]);
+  return out;
+}
+
+template <typename T>
+const char* dtype_name(bool tf32) {
+  if constexpr (std::is_same_v<T, float>) return tf32 ? "fp32/tf32" : "fp32";
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return "bf16";
+  return "fp16";
+}
+
+// Relative error bound per storage dtype. fp32 sums in a different order than the double loop;
+// bf16 / fp16 round h_{t-1} and dgates to the storage dtype before the product (as cuDNN does),
+// and round the stored outputs; these bounds sit at ~2-4x the errors measured on these cases.
+template <typename T>
+double tolerance(bool tf32) {
+  if constexpr (std::is_same_v<T, float>) return tf32 ? 5e-3 : 1e-5;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return 1.5e-2;
+  return 3e-3;
+}
+
+template <typename Cell, typename T>
+void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, int sms, int tile, int threads,
+              bool tf32, std::mt19937& rng) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
-  using T = float;
   const Problem<Cell, T> p(TT, B, H, reverse, rng);
   const float nan = std::nanf("");
-  const std::string tag = p.tag(name) + " sms=" + std::to_string(sms) + " tile=" + std::to_string(tile);
+  const T tnan = fastrnn::from_float<T>(nan);
+  const double tol = tolerance<T>(tf32);
+  const std::string tag = p.tag(name) + " " + dtype_name<T>(tf32) + " sms=" + std::to_string(sms) +
+                          " tile=" + std::to_string(tile) + " threads=" + std::to_string(threads);
 
   auto plan_for = [&](bool backward) {
     const int64_t units = (H + std::min<int64_t>(H, sms) - 1) / std::min<int64_t>(H, sms);
@@ -37,14 +74,16 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
     return plan;
   };
 
-  std::vector<float> out(TT * B * H, nan), h_n(B * H, nan), c_n(B * H, nan), saved(TT * B * S * H, nan);
-  std::vector<float> hbuf(2 * B * H, nan), cbuf(B * H, nan);
+  const auto gx = converted<T>(p.gx), w = converted<T>(p.w), b_hn = converted<T>(p.b_hn);
+  const auto h0 = converted<T>(p.h0), c0 = converted<T>(p.c0);
+  std::vector<T> out(TT * B * H, tnan), h_n(B * H, tnan), c_n(B * H, tnan);
+  std::vector<float> saved(TT * B * S * H, nan), hbuf(2 * B * H, nan), cbuf(B * H, nan);
   fastrnn::ForwardArgs<T> fa{};
-  fa.gx = p.gx.data();
-  fa.w_hh = p.w.data();
-  fa.b_hn = p.b_hn.data();
-  fa.h0 = p.h0.data();
-  fa.c0 = p.c0.data();
+  fa.gx = gx.data();
+  fa.w_hh = w.data();
+  fa.b_hn = b_hn.data();
+  fa.h0 = h0.data();
+  fa.c0 = c0.data();
   fa.lengths = p.lengths.data();
   fa.out = out.data();
   fa.h_n = h_n.data();
@@ -56,22 +95,23 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   fa.batch = B;
   fa.hidden = H;
   fa.reverse = reverse;
+  fa.tf32 = tf32;
   const fastrnn::Plan fplan = plan_for(false);
   fa.units = fplan.units;
   fa.batch_tile = fplan.batch_tile;
-  fastrnn_emu::launch(fastrnn::persistent_forward_kernel<Cell, T>, fplan.blocks, kEmuThreads, fplan.smem, fa);
-  auto d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
-  compare(d(out), p.out, 1e-5, tag + " out");
-  compare(d(h_n), p.h_n, 1e-5, tag + " h_n");
-  if (Cell::kHasCellState) compare(d(c_n), p.c_n, 1e-5, tag + " c_n");
+  fastrnn_emu::launch(fastrnn::persistent_forward_kernel<Cell, T>, fplan.blocks, threads, fplan.smem, fa);
+  compare(widened(out), p.out, tol, tag + " out");
+  compare(widened(h_n), p.h_n, tol, tag + " h_n");
+  if (Cell::kHasCellState) compare(widened(c_n), p.c_n, tol, tag + " c_n");
 
-  std::vector<float> dgx(TT * B * G * H, nan), dghn(TT * B * H, nan), dh0(B * H, nan), dc0(B * H, nan);
+  const auto dout = converted<T>(p.dout), dh_n = converted<T>(p.dh_n), dc_n = converted<T>(p.dc_n);
+  std::vector<T> dgx(TT * B * G * H, tnan), dghn(TT * B * H, tnan), dh0(B * H, tnan), dc0(B * H, tnan);
   std::vector<float> dgbuf(2 * B * G * H, nan), dhbuf(B * H, nan), dcbuf(B * H, nan);
   fastrnn::BackwardArgs<T> ba{};
-  ba.dout = p.dout.data();
-  ba.dh_n = p.dh_n.data();
-  ba.dc_n = p.dc_n.data();
-  ba.w_hh = p.w.data();
+  ba.dout = dout.data();
+  ba.dh_n = dh_n.data();
+  ba.dc_n = dc_n.data();
+  ba.w_hh = w.data();
   ba.saved = saved.data();
   ba.lengths = p.lengths.data();
   ba.dgx = dgx.data();
@@ -85,23 +125,35 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   ba.batch = B;
   ba.hidden = H;
   ba.reverse = reverse;
+  ba.tf32 = tf32;
   const fastrnn::Plan bplan = plan_for(true);
   ba.units = bplan.units;
   ba.batch_tile = bplan.batch_tile;
-  fastrnn_emu::launch(fastrnn::persistent_backward_kernel<Cell, T>, bplan.blocks, kEmuThreads, bplan.smem, ba);
-  compare(d(dgx), p.dgx, 1e-5, tag + " dgx");
-  if (Cell::kGruRecurrentBias) compare(d(dghn), p.dghn, 1e-5, tag + " dghn");
-  compare(d(dh0), p.dh0, 1e-5, tag + " dh0");
-  if (Cell::kHasCellState) compare(d(dc0), p.dc0, 1e-5, tag + " dc0");
+  fastrnn_emu::launch(fastrnn::persistent_backward_kernel<Cell, T>, bplan.blocks, threads, bplan.smem, ba);
+  const auto want = p.backward(widened(saved));  // from the kernel's own forward (persistent_reference.h)
+  compare(widened(dgx), want.dgx, tol, tag + " dgx");
+  if (Cell::kGruRecurrentBias) compare(widened(dghn), want.dghn, tol, tag + " dghn");
+  compare(widened(dh0), want.dh0, tol, tag + " dh0");
+  if (Cell::kHasCellState) compare(widened(dc0), want.dc0, tol, tag + " dc0");
+}
+
+template <typename Cell, typename T>
+void run_dtype(const char* name, bool tf32, std::mt19937& rng) {
+  for (bool reverse : {false, true}) {
+    run_case<Cell, T>(name, 5, 5, 40, reverse, 4, 2, 64, tf32, rng);    // 4 blocks x 10 units, 3 batch tiles
+    run_case<Cell, T>(name, 4, 3, 24, reverse, 32, 8, 64, tf32, rng);   // 24 blocks x 1 unit, one tile
+    run_case<Cell, T>(name, 1, 1, 7, reverse, 3, 1, 64, tf32, rng);     // T=1, B=1, last block has 1 unit
+  }
+  run_case<Cell, T>(name, 3, 9, 40, false, 2, 8, 256, tf32, rng);      // 8 warps (some without a k-tile), 2 tiles
+  run_case<Cell, T>(name, 3, 2, 150, true, 2, 2, 64, tf32, rng);       // 75 units per block: several row tiles
 }
 
 template <typename Cell>
 void run_cell(const char* name, std::mt19937& rng) {
-  for (bool reverse : {false, true}) {
-    run_case<Cell>(name, 5, 5, 40, reverse, 4, 2, rng);   // 4 blocks x 10 units, 3 batch tiles
-    run_case<Cell>(name, 4, 3, 24, reverse, 32, 8, rng);  // 24 blocks x 1 unit, one tile
-    run_case<Cell>(name, 1, 1, 7, reverse, 3, 1, rng);    // T=1, B=1, last block has 1 unit
-  }
+  run_dtype<Cell, float>(name, false, rng);
+  run_dtype<Cell, float>(name, true, rng);  // the TF32 mma path
+  run_dtype<Cell, __nv_bfloat16>(name, false, rng);
+  run_dtype<Cell, __half>(name, false, rng);
 }
 
 }  // namespace
