@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check: run the C++ GPU tests of kernels/, build the CUDA extension in place, run the test
-# suite, run the `default` and `flashrnn` benchmark presets; logs and result files go into one
+# suite, run the `default` and `targets` benchmark presets; logs and result files go into one
 # folder.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]        (or OUT=DIR bash bench/gpu_check.sh)
@@ -98,8 +98,8 @@ step tests      "$PYTHON" -m pytest ${PYTEST_ARGS:-tests} -ra --junitxml="$OUT_D
 step bench_default  "$PYTHON" -m fastrnn.bench --preset default --strict ${BENCH_ARGS:-} \
     --output "$OUT_DIR/bench_default.json" --csv "$OUT_DIR/bench_default.csv"
 # shellcheck disable=SC2086
-step bench_flashrnn "$PYTHON" -m fastrnn.bench --preset flashrnn --strict ${BENCH_ARGS:-} \
-    --output "$OUT_DIR/bench_flashrnn.json" --csv "$OUT_DIR/bench_flashrnn.csv"
+step bench_targets "$PYTHON" -m fastrnn.bench --preset targets --strict ${BENCH_ARGS:-} \
+    --output "$OUT_DIR/bench_targets.json" --csv "$OUT_DIR/bench_targets.csv"
 if "$PYTHON" -c "import matplotlib" >/dev/null 2>&1; then
     step plot "$PYTHON" -m fastrnn.bench plot "$OUT_DIR"/bench_*.json --out "$OUT_DIR/plots"
 fi

@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
   T* wt_s = reinterpret_cast<T*>(smem);                     // A: (U, ld), wt_s[ul*ld + r] = W_hh[r, u0 + ul]
   T* dg_s = reinterpret_cast<T*>(smem + layout.b_offset);   // B: (BT, ld)
   float* part_s = reinterpret_cast<float*>(smem + layout.partial_offset);
+  const int64_t pld = partial_ld(a.batch_tile);
 
   for (int64_t i = threadIdx.x; i < U * GH; i += blockDim.x) {
     const int64_t r = i / U, ul = i % U;  // consecutive threads read consecutive columns
@@ -131,11 +132,11 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
         dg_s[(i / GH) * shape.ld + i % GH] = from_float<T>(__ldcg(dg + b0 * GH + i));
       }
       __syncthreads();
-      block_product(wt_s, dg_s, nb, shape, part_s, a.tf32);
+      block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
       for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
-        a.dhbuf[(b0 + bl) * H + u0 + ul] += partial_sum(part_s, shape.m_tiles, ul, bl);
+        a.dhbuf[(b0 + bl) * H + u0 + ul] += partial_sum(part_s, shape, pld, ul, bl);
       }
     }
     __syncthreads();  // phase A of the next step reads dhbuf written by other threads

@@ -76,6 +76,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
   T* w_s = reinterpret_cast<T*>(smem);                          // A: (G*U, ld)
   T* h_s = reinterpret_cast<T*>(smem + layout.b_offset);        // B: (BT, ld)
   float* part_s = reinterpret_cast<float*>(smem + layout.partial_offset);
+  const int64_t pld = partial_ld(a.batch_tile);
 
   // Resident weights for all steps (zero rows for units past H, zero pad columns).
   for (int64_t i = threadIdx.x; i < G * U * shape.ld; i += blockDim.x) {
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
         h_s[(i / H) * shape.ld + i % H] = from_float<T>(__ldcg(h_prev + b0 * H + i));
       }
       __syncthreads();
-      block_product(w_s, h_s, nb, shape, part_s, a.tf32);
+      block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
       for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
@@ -116,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
 #pragma unroll
           for (int g = 0; g < G; ++g) {
             gx[g] = to_float(a.gx[row * (G * H) + g * H + u]);
-            gh[g] = partial_sum(part_s, shape.m_tiles, g * U + ul, bl);
+            gh[g] = partial_sum(part_s, shape, pld, g * U + ul, bl);
           }
           if (Cell::kGruRecurrentBias) gh[G - 1] += to_float(a.b_hn[u]);
           const float cp = Cell::kHasCellState ? a.cbuf[b * H + u] : 0.f;

@@ -12,10 +12,11 @@
 // Shared memory of one block, in this order:
 //   A         M rows x ld        storage dtype, resident for all T steps
 //   B         BT rows x ld       storage dtype, restaged every step and batch tile
-//   partials  kWarps x ceil(M/16) x 16 x 8 fp32: each warp's share of C (split over K)
+//   partials  kWarps x ceil(M/16)*16 x partial_ld(BT) fp32: each warp's share of C (split over K)
 // Rows are padded to ld = align_up(K, 16) + 8 elements: whole 16-wide k-tiles never leave a
 // row, and a row stride of 8 (mod 16) elements puts the 8 rows one mma fragment load touches in
-// 8 different bank groups (no conflicts). BT = batch rows per pass (1..kMaxBatchTile).
+// 8 different bank groups (no conflicts). BT = batch rows per pass (1..kMaxBatchTile): the plan
+// takes the largest that fits, so a step usually needs one pass (two block barriers) per block.
 #pragma once
 
 #include <cstdint>
@@ -30,8 +31,9 @@ namespace fastrnn {
 
 constexpr int kThreads = 256;      // threads per block
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxBatchTile = 8;   // batch rows per pass: the N of one m16n8k16 mma
 constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
+constexpr int kMaxNTiles = 8;      // n-tiles of C one warp accumulates at once (in registers)
+constexpr int kMaxBatchTile = kMaxNTiles * kTileN;  // batch rows per pass: 64
 
 FASTRNN_LAYOUT_HD constexpr int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 FASTRNN_LAYOUT_HD constexpr int64_t ceil_div(int64_t n, int64_t d) { return (n + d - 1) / d; }
@@ -50,6 +52,9 @@ FASTRNN_LAYOUT_HD constexpr ProductShape product_shape(int gates, int64_t hidden
   return ProductShape{rows, k, align_up(k, kTileK) + 8, ceil_div(rows, kTileM)};
 }
 
+// Row stride of the partials: the batch tile rounded up to whole n-tiles.
+FASTRNN_LAYOUT_HD constexpr int64_t partial_ld(int64_t batch_tile) { return align_up(batch_tile, kTileN); }
+
 // Byte offsets of the three regions (16-byte aligned) and the total.
 struct SmemLayout {
   int64_t b_offset;
@@ -62,7 +67,7 @@ FASTRNN_LAYOUT_HD constexpr SmemLayout smem_layout(int gates, int itemsize, int6
   const ProductShape s = product_shape(gates, hidden, units, backward);
   const int64_t a_bytes = align_up(s.rows * s.ld * itemsize, 16);
   const int64_t b_bytes = align_up(batch_tile * s.ld * itemsize, 16);
-  const int64_t partial_bytes = static_cast<int64_t>(kWarps) * s.m_tiles * kTileM * kTileN * 4;
+  const int64_t partial_bytes = static_cast<int64_t>(kWarps) * s.m_tiles * kTileM * partial_ld(batch_tile) * 4;
   return SmemLayout{a_bytes, a_bytes + b_bytes, a_bytes + b_bytes + partial_bytes};
 }
 

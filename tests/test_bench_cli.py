@@ -170,6 +170,10 @@ def test_presets():
     assert {(c.batch, c.seq_len, c.input_size, c.hidden_size) for c in flash} == {(16, 1024, 768, 768)}
     assert {c.dtype for c in flash} == {"bfloat16", "float16"}
     assert {c.cell for c in flash} == {"lstm", "gru", "rnn_tanh"}
+    targets = presets.expand("targets", "cuda")
+    assert targets[:6] == flash
+    assert {(c.cell, c.batch, c.hidden_size, c.dtype) for c in targets[6:]} == {
+        (cell, 256, 1024, "bfloat16") for cell in ("lstm", "gru", "rnn_tanh")}
     cpu = presets.expand("default", "cpu")
     assert {c.cell for c in cpu} == {"lstm", "gru", "rnn_tanh"} and len({c.batch for c in cpu}) >= 3
     assert max(c.hidden_size for c in cpu) < max(c.hidden_size for c in presets.expand("default", "cuda"))

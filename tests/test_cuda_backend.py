@@ -98,10 +98,13 @@ def test_capacity_table_h100():
     assert [capacity(g, 4) for g in (1, 3, 4)] == [2640, 1456, 1292]
     assert [capacity(g, 2) for g in (1, 3, 4)] == [3728, 2112, 1848]
     # LSTM bf16 H=1024 backward, worked through in the docstring.
-    assert plan(4, 2, 1024, 16, H100_SMS, H100_SMEM_PER_BLOCK, True) == (128, 8, 8, 135_424)
-    # LSTM bf16 H=768 forward (the target shape): U=6, M=24 rows, ld=776, 2 row tiles.
+    assert plan(4, 2, 1024, 16, H100_SMS, H100_SMEM_PER_BLOCK, True) == (128, 8, 16, 205_184)
+    # LSTM bf16 H=768 forward (the target shape): U=6, M=24 rows, ld=776, 2 row tiles,
+    # the whole batch of 16 in one pass.
     assert plan(4, 2, 768, 16, H100_SMS, H100_SMEM_PER_BLOCK, False) == (
-        128, 6, 8, 24 * 776 * 2 + 8 * 776 * 2 + 8 * 2 * 16 * 8 * 4)
+        128, 6, 16, 24 * 776 * 2 + 16 * 776 * 2 + 8 * 2 * 16 * 16 * 4)
+    # B=256: 64 rows per pass at most.
+    assert plan(4, 2, 768, 256, H100_SMS, H100_SMEM_PER_BLOCK, False).batch_tile == 64
     for gates, itemsize in ((1, 4), (3, 4), (4, 4), (1, 2), (3, 2), (4, 2)):
         limit = capacity(gates, itemsize)
         assert all(plan(gates, itemsize, limit, 1, H100_SMS, H100_SMEM_PER_BLOCK, bwd).blocks for bwd in (0, 1))

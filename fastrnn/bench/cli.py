@@ -300,7 +300,7 @@ def _run(args, parser) -> int:
         "rows": rows,
         "skipped": skipped,
         "notes": notes,
-        "anchors": presets.ANCHORS if args.preset == "flashrnn" else None,
+        "anchors": presets.ANCHORS if args.preset in ("flashrnn", "targets") else None,
     }
     result["wall_s"] = round(time.perf_counter() - started, 2)
     print(report.table(result))

@@ -72,6 +72,10 @@ def _grids(name: str, device_type: str) -> List[Dict[str, list]]:
     if name == "flashrnn":
         return [dict(cell=["lstm", "gru", "rnn_tanh"], batch=[16], seq_len=[1024],
                      input_size=[768], hidden_size=[768], dtype=["bfloat16", "float16"])]
+    if name == "targets":  # the kernel issues' speed targets: the flashrnn shape, then large batch
+        return _grids("flashrnn", device_type) + [
+            dict(cell=["lstm", "gru", "rnn_tanh"], batch=[256], seq_len=[1024 if gpu else 16],
+                 hidden_size=[1024 if gpu else 64], dtype=["bfloat16"] if gpu else ["float32"])]
     if name == "sweep-batch":
         if gpu:
             return [dict(cell=["lstm"], batch=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], seq_len=[1024],
@@ -94,6 +98,8 @@ PRESETS = {
     "default": "LSTM, GRU and Elman(tanh) from small batch to large; sized by device",
     "flashrnn": "B=16 T=1024 I=H=768, bf16 and fp16, LSTM/GRU/Elman: the shape with published "
                 "numbers (design.md §5); prints those anchors next to the table",
+    "targets": "the kernel issues' speed targets: the flashrnn preset plus B=256 H=1024 (bf16, "
+               "T=1024) for LSTM/GRU/Elman",
     "sweep-batch": "LSTM, batch size swept (T, H fixed; sized by device)",
     "sweep-hidden": "LSTM, hidden size swept (B, T fixed; sized by device)",
     "sweep-seq-len": "LSTM, sequence length swept (B, H fixed; sized by device)",

@@ -11,16 +11,16 @@ W_hh slice in shared memory for all T steps. Each step it computes C (M x BT) = 
 
 Shared memory per block (kernels/layout.cuh), rows padded to ld = align16(K) + 8 elements:
 
-    A: M * ld * itemsize   +   B: BT * ld * itemsize   +   partials: 8 warps * ceil(M/16) * 16*8 * 4
+    A: M * ld * itemsize   +   B: BT * ld * itemsize   +   partials: 8 warps * ceil(M/16)*16 * align8(BT) * 4
 
-(A and B each rounded up to 16 bytes). BT is the largest of 8, 7, ..., 1 (and at most B) that
+(A and B each rounded up to 16 bytes). BT is the largest of 64, 63, ..., 1 (and at most B) that
 fits; the problem fits when BT = 1 fits, in both directions. This restates ``fastrnn::make_plan``,
 which the host launcher uses; tests/test_cuda_backend.py checks the two agree through
 ``fastrnn._C.plan``.
 
 H100 SXM: 132 SMs, 227 KB = 232,448 bytes of shared memory per block (opt-in maximum). Example,
-LSTM bf16 H=1024 (P=128, U=8), backward (M=8, K=4096, ld=4104):
-65,664 (A) + 8 * 8,208 = 65,664 (B, BT=8) + 4,096 (partials) = 135,424 bytes.
+LSTM bf16 H=1024 (P=128, U=8), backward (M=8, K=4096, ld=4104), batch 16:
+65,664 (A) + 16 * 8,208 = 131,328 (B, BT=16) + 8 * 16 * 16 * 4 = 8,192 (partials) = 205,184 bytes.
 
 Capacities on an H100 (``capacity(G, itemsize)`` with the defaults below; 16-bit = bf16, fp16):
 
@@ -38,7 +38,7 @@ from typing import NamedTuple
 H100_SMS = 132
 H100_SMEM_PER_BLOCK = 232_448  # 227 KB, cudaDevAttrMaxSharedMemoryPerBlockOptin
 
-MAX_BATCH_TILE = 8  # kMaxBatchTile in kernels/layout.cuh
+MAX_BATCH_TILE = 64  # kMaxBatchTile in kernels/layout.cuh (8 n-tiles of 8)
 
 
 class Plan(NamedTuple):
@@ -62,7 +62,8 @@ def smem_bytes(gates: int, itemsize: int, hidden: int, units: int, batch_tile: i
     k = gates * hidden if backward else hidden
     ld = _align(k, TILE_K) + 8
     m_tiles = -(-rows // TILE_M)
-    return _align(rows * ld * itemsize, 16) + _align(batch_tile * ld * itemsize, 16) + WARPS * m_tiles * TILE_M * TILE_N * 4
+    partial_ld = _align(batch_tile, TILE_N)
+    return _align(rows * ld * itemsize, 16) + _align(batch_tile * ld * itemsize, 16) + WARPS * m_tiles * TILE_M * partial_ld * 4
 
 
 def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_per_block: int, backward: bool) -> Plan:

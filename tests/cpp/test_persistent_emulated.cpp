@@ -146,6 +146,7 @@ void run_dtype(const char* name, bool tf32, std::mt19937& rng) {
   }
   run_case<Cell, T>(name, 3, 9, 40, false, 2, 8, 256, tf32, rng);      // 8 warps (some without a k-tile), 2 tiles
   run_case<Cell, T>(name, 3, 2, 150, true, 2, 2, 64, tf32, rng);       // 75 units per block: several row tiles
+  run_case<Cell, T>(name, 2, 21, 24, true, 3, 21, 64, tf32, rng);      // one pass over 3 n-tiles, the last partial
 }
 
 template <typename Cell>
