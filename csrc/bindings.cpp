@@ -13,6 +13,8 @@ namespace fastrnn {
 void probe_iota(torch::Tensor out);
 void empty_barriers(int64_t iters, int64_t blocks, int64_t device);
 void set_poison(bool enabled);
+std::string forward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device);
+std::string backward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device);
 std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, torch::Tensor gx, torch::Tensor w_hh,
                                        c10::optional<torch::Tensor> b_hn, torch::Tensor h0,
                                        c10::optional<torch::Tensor> c0, torch::Tensor lengths);
@@ -39,6 +41,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> [dgx, dghn, dh0, dc0]; tf32: float32 recurrent product on TF32 tensor cores",
         py::arg("cell"), py::arg("reverse"), py::arg("tf32"), py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("w_hh"),
         py::arg("saved"), py::arg("lengths"));
+  m.def(
+      "launch_fit",
+      [](int64_t cell, torch::Dtype dtype, int64_t hidden, int64_t batch, int64_t device) {
+        std::string why = fastrnn::forward_fit(cell, dtype, hidden, batch, device);
+        return why.empty() ? fastrnn::backward_fit(cell, dtype, hidden, batch, device) : why;
+      },
+      "Why the persistent forward or backward kernel cannot run (cell, dtype, hidden, batch) as one "
+      "cooperative launch on GPU `device` (shared memory, co-resident blocks, cooperative support); '' when both can",
+      py::arg("cell"), py::arg("dtype"), py::arg("hidden"), py::arg("batch"), py::arg("device"));
   m.def("set_poison", &fastrnn::set_poison,
         "Test hook: fill the kernels' output and work buffers with NaN before each launch",
         py::arg("enabled"));

@@ -78,6 +78,40 @@ inline DeviceLimits device_limits(int device) {
   return d;
 }
 
+// Why `kernel` cannot run this problem as one cooperative launch on `device` (empty when it can):
+// no cooperative launch support, W_hh slice too large for shared memory, or fewer co-resident
+// blocks than the plan needs (a partitioned or shared GPU). Fills *plan when it can. Used before
+// every launch (launch_persistent) and by the Python support check (fastrnn._C.launch_fit), so
+// "auto" falls back where an explicit request gets this message as its error.
+template <typename Args>
+std::string cooperative_fit(void (*kernel)(Args), int64_t cell, int itemsize, int64_t hidden, int64_t batch,
+                            bool backward, int device, Plan* plan) {
+  const DeviceLimits limits = device_limits(device);
+  if (!limits.cooperative) {
+    return "GPU " + std::to_string(device) +
+           " does not support cooperative launches, which the persistent kernels need";
+  }
+  *plan = make_plan(num_gates(cell), itemsize, hidden, batch, limits.num_sms, limits.smem_per_block, backward);
+  if (plan->blocks == 0) {
+    return "hidden_size " + std::to_string(hidden) + " is too large for the " + cell_name(cell) +
+           " kernel on this GPU (" + std::to_string(limits.num_sms) + " SMs, " + std::to_string(limits.smem_per_block) +
+           " bytes of shared memory per block): each SM's slice of W_hh must fit; see fastrnn/cuda/capacity.py";
+  }
+  // Above 48 KB of dynamic shared memory the kernel must opt in before the occupancy query.
+  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(plan->smem)));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel), kThreads,
+                                                               static_cast<size_t>(plan->smem)));
+  if (static_cast<int64_t>(per_sm) * limits.num_sms < plan->blocks) {
+    return std::string("the persistent ") + cell_name(cell) + (backward ? " backward" : " forward") + " kernel needs " +
+           std::to_string(plan->blocks) + " blocks resident at once (" + std::to_string(plan->smem) +
+           " bytes of shared memory each) but this GPU holds only " + std::to_string(per_sm) + " per SM x " +
+           std::to_string(limits.num_sms) + " SMs; is another kernel or MPS limiting the GPU?";
+  }
+  return "";
+}
+
 // Plan the launch, check that all blocks can be resident at once, and launch cooperatively.
 // `kernel` takes one argument struct `Args` by value.
 template <typename Args>
@@ -85,25 +119,9 @@ void launch_persistent(void (*kernel)(Args), Args args, int64_t cell, int itemsi
                        const torch::Tensor& like, Plan* used_plan) {
   const char* fn = backward ? "fastrnn cuda backward" : "fastrnn cuda forward";
   const int device = like.device().index();
-  const DeviceLimits limits = device_limits(device);
-  TORCH_CHECK(limits.cooperative, fn, ": GPU ", device,
-              " does not support cooperative launches, which the persistent kernels need; use backend='triton' or "
-              "'reference'");
-  const int gates = num_gates(cell);
-  const Plan plan = make_plan(gates, itemsize, args.hidden, args.batch, limits.num_sms, limits.smem_per_block, backward);
-  TORCH_CHECK(plan.blocks > 0, fn, ": hidden_size ", args.hidden, " is too large for the CUDA backend's ", cell_name(cell),
-              " kernel on this GPU (", limits.num_sms, " SMs, ", limits.smem_per_block,
-              " bytes of shared memory per block): each SM's slice of W_hh must fit in shared memory; see "
-              "fastrnn/cuda/capacity.py");
-  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(plan.smem)));
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel), kThreads,
-                                                               static_cast<size_t>(plan.smem)));
-  TORCH_CHECK(static_cast<int64_t>(per_sm) * limits.num_sms >= plan.blocks, fn, ": the persistent ", cell_name(cell),
-              " kernel needs ", plan.blocks, " blocks resident at once (", plan.smem,
-              " bytes of shared memory each) but this GPU holds only ", per_sm, " per SM x ", limits.num_sms,
-              " SMs; is another kernel or MPS limiting the GPU? Use backend='triton' or 'reference'");
+  Plan plan;
+  const std::string why = cooperative_fit(kernel, cell, itemsize, args.hidden, args.batch, backward, device, &plan);
+  TORCH_CHECK(why.empty(), fn, ": ", why, "; use backend='triton' or 'reference'");
   args.units = plan.units;
   args.batch_tile = plan.batch_tile;
   void* kernel_args[] = {&args};

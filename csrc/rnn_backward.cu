@@ -38,6 +38,18 @@ struct BackwardLaunch {
   }
 };
 
+struct BackwardFit {
+  int64_t cell, hidden, batch;
+  int device;
+  std::string why;
+
+  template <typename Cell, typename T>
+  void operator()() {
+    Plan plan;
+    why = cooperative_fit(&persistent_backward_kernel<Cell, T>, cell, sizeof(T), hidden, batch, /*backward=*/true, device, &plan);
+  }
+};
+
 }  // namespace
 
 // Returns [dgx (T, B, G*H), dghn (T, B, H; GRU, else undefined), dh0 (B, H), dc0 (B, H; LSTM)].
@@ -87,6 +99,14 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
   BackwardLaunch launch{cell, reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
   dispatch(cell, dout.scalar_type(), fn, launch);
   return {dgx, dghn, dh0, dc0};
+}
+
+// Why the backward kernel cannot run (cell, dtype, hidden, batch) on `device`; empty when it can.
+std::string backward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device) {
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  BackwardFit fit{cell, hidden, batch, static_cast<int>(device), ""};
+  dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);
+  return fit.why;
 }
 
 }  // namespace fastrnn

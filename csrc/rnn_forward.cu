@@ -37,6 +37,18 @@ struct ForwardLaunch {
   }
 };
 
+struct ForwardFit {
+  int64_t cell, hidden, batch;
+  int device;
+  std::string why;
+
+  template <typename Cell, typename T>
+  void operator()() {
+    Plan plan;
+    why = cooperative_fit(&persistent_forward_kernel<Cell, T>, cell, sizeof(T), hidden, batch, /*backward=*/false, device, &plan);
+  }
+};
+
 }  // namespace
 
 void set_poison(bool enabled) { poison_flag() = enabled; }
@@ -92,6 +104,14 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
   ForwardLaunch launch{cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hbuf, cbuf};
   dispatch(cell, gx.scalar_type(), fn, launch);
   return {out, h_n, c_n, saved};
+}
+
+// Why the forward kernel cannot run (cell, dtype, hidden, batch) on `device`; empty when it can.
+std::string forward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device) {
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  ForwardFit fit{cell, hidden, batch, static_cast<int>(device), ""};
+  dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);
+  return fit.why;
 }
 
 }  // namespace fastrnn

@@ -83,6 +83,46 @@ def test_unsupported_reasons():
             assert "capacity" in unsupported(_problem(cell=CELLS[name], dtype=dtype, hidden_size=limit + 1))
 
 
+def test_launch_fit_reason_is_unsupported(monkeypatch):
+    """A GPU that cannot hold every block at once (fastrnn._C.launch_fit says why): "auto" falls
+    back, a named request raises with that reason. The extension and GPU are simulated here."""
+    why = "the persistent lstm forward kernel needs 128 blocks resident at once ..."
+    asked = []
+
+    class FakeC:
+        @staticmethod
+        def launch_fit(cell, dtype, hidden, batch, device):
+            asked.append((cell, dtype, hidden, batch, device))
+            return why if hidden > 100 else ""
+
+    monkeypatch.setattr(cuda_backend, "_extension_error", lambda: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda_backend, "device_limits", lambda device: (H100_SMS, H100_SMEM_PER_BLOCK))
+    monkeypatch.setitem(sys.modules, "fastrnn._C", FakeC)
+    monkeypatch.setattr(fastrnn, "_C", FakeC, raising=False)
+    cuda_backend._launch_fit.cache_clear()
+    try:
+        assert cuda_backend.unsupported(_problem(hidden_size=200, batch_size=500)) == (
+            f"the CUDA kernels cannot run here: {why}")
+        assert cuda_backend.unsupported(_problem(hidden_size=50)) is None
+        # batch enters only up to one batch tile (the plan does not change beyond it)
+        assert asked == [(CELLS["lstm"].kernel_id, torch.float32, 200, 64, 0),
+                         (CELLS["lstm"].kernel_id, torch.float32, 50, 2, 0)]
+    finally:
+        cuda_backend._launch_fit.cache_clear()
+
+
+@needs_gpu
+def test_launch_fit_on_this_gpu():
+    from fastrnn import _C
+
+    assert _C.launch_fit(CELLS["lstm"].kernel_id, torch.bfloat16, 768, 16, 0) == ""
+    sms, smem = cuda_backend.device_limits(torch.device("cuda"))
+    too_big = capacity(4, 2, sms, smem) + 1
+    assert "too large" in _C.launch_fit(CELLS["lstm"].kernel_id, torch.bfloat16, too_big, 1, 0)
+
+
 def test_unavailable_reason():
     why = cuda_backend.unavailable()
     if BUILT and GPU:

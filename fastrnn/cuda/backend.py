@@ -12,7 +12,9 @@ lengths (0 allowed); given or zero h0/c0; with or without biases; float32, float
 no double backward (``@once_differentiable``).
 Not supported (reason strings; ``auto`` falls back, a named request raises
 :class:`fastrnn.BackendError`): CPU tensors, proj_size > 0, float64, hidden sizes beyond the
-capacity.
+capacity, and a GPU that cannot hold all of the kernel's blocks at once (no cooperative launch,
+a partitioned or shared GPU): ``fastrnn._C.launch_fit`` asks the CUDA runtime the same questions
+the launcher asks before each launch.
 
 ``auto=False``: these kernels have been compiled (sm_80, sm_90a) but never yet run on a GPU.
 """
@@ -27,12 +29,12 @@ import torch
 
 from ..backends import Backend, LayerProblem, register_backend
 from ..cells import CELLS
-from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity
+from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, MAX_BATCH_TILE, capacity
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # CellId in kernels/cell_math.cuh; the ids are fastrnn/cells.py's kernel_id.
 CELL_IDS = {cell.name: cell.kernel_id for cell in CELLS.values()}
-EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan")
+EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan", "launch_fit")
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +85,20 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
             f"{cell.name} in {problem.dtype} on this GPU ({sms} SMs, {smem} bytes of shared memory "
             f"per block: each SM's slice of W_hh must fit; see fastrnn/cuda/capacity.py)"
         )
+    if _extension_error() is None and torch.cuda.is_available():
+        index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
+        # The plan depends on the batch only up to one full batch tile.
+        return _launch_fit(CELL_IDS[cell.name], problem.dtype, problem.hidden_size,
+                           min(problem.batch_size, MAX_BATCH_TILE), index)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_fit(cell_id: int, dtype: torch.dtype, hidden: int, batch: int, device: int) -> Optional[str]:
+    from fastrnn import _C
+
+    why = _C.launch_fit(cell_id, dtype, hidden, max(batch, 1), device)
+    return f"the CUDA kernels cannot run here: {why}" if why else None
 
 
 def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
