@@ -26,7 +26,7 @@ struct BackwardLaunch {
     a.dghn = mptr<T>(dghn);
     a.dh0 = mptr<T>(dh0);
     a.dc0 = mptr<T>(dc0);
-    a.dgbuf = dgbuf.data_ptr<float>();
+    a.dgbuf = mptr<T>(dgbuf);
     a.dhbuf = dhbuf.data_ptr<float>();
     a.dcbuf = dcbuf.defined() ? dcbuf.data_ptr<float>() : nullptr;
     a.seq_len = dout.size(0);
@@ -94,7 +94,7 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
   if (cell == kGru) dghn = new_buffer({seq_len, batch, hidden}, dout.options());
   auto dgx = new_buffer({seq_len, batch, gates * hidden}, dout.options());
   auto dh0 = new_buffer({batch, hidden}, dout.options());
-  auto dgbuf = new_buffer({2, batch, gates * hidden}, f32);
+  auto dgbuf = new_buffer({2, batch, gates * hidden}, dout.options());  // exchanged in the storage dtype
   auto dhbuf = new_buffer({batch, hidden}, f32);
   BackwardLaunch launch{cell, reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
   dispatch(cell, dout.scalar_type(), fn, launch);

@@ -11,7 +11,7 @@ struct ForwardLaunch {
   bool reverse;
   bool tf32;
   const torch::Tensor &gx, &w_hh, &b_hn, &h0, &c0, &lengths;
-  torch::Tensor &out, &h_n, &c_n, &saved, &hbuf, &cbuf;
+  torch::Tensor &out, &h_n, &c_n, &saved, &hx, &hstate, &cbuf;
 
   template <typename Cell, typename T>
   void operator()() {
@@ -26,7 +26,8 @@ struct ForwardLaunch {
     a.h_n = mptr<T>(h_n);
     a.c_n = mptr<T>(c_n);
     a.saved = saved.data_ptr<float>();
-    a.hbuf = hbuf.data_ptr<float>();
+    a.hx = mptr<T>(hx);
+    a.hstate = hstate.data_ptr<float>();
     a.cbuf = cbuf.defined() ? cbuf.data_ptr<float>() : nullptr;
     a.seq_len = gx.size(0);
     a.batch = gx.size(1);
@@ -100,8 +101,9 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
   auto out = new_buffer({seq_len, batch, hidden}, gx.options());
   auto h_n = new_buffer({batch, hidden}, gx.options());
   auto saved = new_buffer({seq_len, batch, saved_per_unit * hidden}, f32);
-  auto hbuf = new_buffer({2, batch, hidden}, f32);
-  ForwardLaunch launch{cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hbuf, cbuf};
+  auto hx = new_buffer({2, batch, hidden}, gx.options());  // exchanged in the storage dtype
+  auto hstate = new_buffer({batch, hidden}, f32);
+  ForwardLaunch launch{cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hx, hstate, cbuf};
   dispatch(cell, gx.scalar_type(), fn, launch);
   return {out, h_n, c_n, saved};
 }

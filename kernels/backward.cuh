@@ -6,8 +6,9 @@
 // Outputs: dgx (T, B, G*H) gradient of the input projection gx; dghn (T, B, H) GRU only: the
 // gradient of W_hn h + b_hn (= da_n * r; for the other gates and cells dgh = dgx);
 // dh0, dc0 (B, H) gradients of the initial state.
-// Work buffers (fp32): dgbuf (2, B, G*H) double buffer of dgh exchanged between blocks;
-// dhbuf, dcbuf (B, H) the carried dh (partial) and dc of this block's units.
+// Work buffers: dgbuf (2, B, G*H, storage dtype) double buffer of dgh exchanged between blocks
+// (rounded to the storage dtype, as the product does anyway: half the L2 traffic for 16-bit);
+// dhbuf, dcbuf (B, H, fp32) the carried dh (partial) and dc of this block's units.
 //
 // Block p owns units [p*U, p*U + U); its shared memory holds W_hh[:, its units] transposed
 // (U x G*H, the A of block_product.cuh) for all steps. Per step t, processed in the reverse of the forward's order:
@@ -45,7 +46,7 @@ struct BackwardArgs {
   T* dghn;  // GRU only
   T* dh0;
   T* dc0;  // LSTM only
-  float* dgbuf;  // (2, B, G*H)
+  T* dgbuf;      // (2, B, G*H)
   float* dhbuf;  // (B, H)
   float* dcbuf;  // (B, H), LSTM only
   int64_t seq_len;
@@ -92,7 +93,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
 
   for (int64_t k = 0; k < TT; ++k) {
     const int64_t t = a.reverse ? k : TT - 1 - k;
-    float* dg = a.dgbuf + (k & 1) * B * GH;
+    T* dg = a.dgbuf + (k & 1) * B * GH;
     // Phase A: gate gradients of this block's units.
     for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
       const int64_t b = i / nu, u = u0 + i % nu;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           dgx_row[g * H + u] = from_float<T>(dgx[g]);
-          dg[b * GH + g * H + u] = dgh[g];
+          dg[b * GH + g * H + u] = from_float<T>(dgh[g]);
         }
         if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(dgh[G - 1]);
         a.dhbuf[b * H + u] = dh_direct;
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           dgx_row[g * H + u] = from_float<T>(0.f);
-          dg[b * GH + g * H + u] = 0.f;
+          dg[b * GH + g * H + u] = from_float<T>(0.f);
         }
         if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(0.f);
       }
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with dg_s and part_s
       for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) {
-        dg_s[(i / GH) * shape.ld + i % GH] = from_float<T>(__ldcg(dg + b0 * GH + i));
+        dg_s[(i / GH) * shape.ld + i % GH] = __ldcg(dg + b0 * GH + i);
       }
       __syncthreads();
       block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);

@@ -10,19 +10,22 @@
 //   out     (T, B, H)    h_t, zero at inactive steps
 //   h_n, c_n (B, H)      final state (frozen past a sequence's end)
 //   saved   (T, B, S*H)  fp32, S = Cell::kSaved values per unit (cell_math.cuh), zero when inactive
-// Work buffers (fp32): hbuf (2, B, H) double buffer of h exchanged between blocks; cbuf (B, H)
-// the LSTM cell state (each unit's c stays with the block that owns the unit).
+// Work buffers: hx (2, B, H, storage dtype) double buffer of h exchanged between blocks; hstate
+// and cbuf (B, H, fp32) the exact h and the LSTM cell state of each unit, read and written only
+// by the block that owns the unit. h crosses between blocks in the storage dtype because the
+// product rounds it to that dtype anyway: for bf16/fp16 this halves the L2 traffic of the
+// exchange (every block reads all of h_{t-1} every step).
 //
 // Block p owns units [p*U, p*U + U) with all their gates (layout.cuh); its W_hh rows stay in
 // shared memory for all T steps (A of block_product.cuh: row g*U + ul is W_hh row g*H + u0 + ul;
 // rows of units past H are zero). Per step t (t = T-1..0 when reverse), per tile of BT sequences:
-//   stage h_{t-1} (read from L2, bypassing L1) in shared memory, in the storage dtype (B);
+//   stage h_{t-1} from hx (read from L2, bypassing L1) in shared memory (B);
 //   the block's product gates_h = W_hh[rows] h_{t-1}, split over warps (tensor cores for 16-bit);
 //   one thread per (sequence, unit): the cell update from the warps' partial sums, writing out,
-//   saved, hbuf[next], cbuf;
+//   saved, hstate, cbuf and hx[next];
 // then grid.sync() so every block sees the complete h_t.
 // With bf16/fp16, h_{t-1} enters the product rounded to the storage dtype (as in cuDNN); the
-// state itself (hbuf, cbuf, the cell update) stays fp32.
+// state itself (hstate, cbuf, the cell update) stays fp32.
 #pragma once
 
 #include <cstdint>
@@ -47,8 +50,9 @@ struct ForwardArgs {
   T* h_n;
   T* c_n;  // LSTM only
   float* saved;
-  float* hbuf;  // (2, B, H)
-  float* cbuf;  // (B, H), LSTM only
+  T* hx;          // (2, B, H)
+  float* hstate;  // (B, H)
+  float* cbuf;    // (B, H), LSTM only
   int64_t seq_len;
   int64_t batch;
   int64_t hidden;
@@ -88,20 +92,21 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
   // Initial state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;
-    a.hbuf[b * H + u] = to_float(a.h0[b * H + u]);
+    a.hx[b * H + u] = a.h0[b * H + u];
+    a.hstate[b * H + u] = to_float(a.h0[b * H + u]);
     if (Cell::kHasCellState) a.cbuf[b * H + u] = to_float(a.c0[b * H + u]);
   }
   grid.sync();
 
   for (int64_t k = 0; k < TT; ++k) {
     const int64_t t = a.reverse ? TT - 1 - k : k;
-    const float* h_prev = a.hbuf + (k & 1) * B * H;
-    float* h_next = a.hbuf + ((k + 1) & 1) * B * H;
+    const T* h_prev = a.hx + (k & 1) * B * H;
+    T* h_next = a.hx + ((k + 1) & 1) * B * H;
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with h_s and part_s
       for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) {
-        h_s[(i / H) * shape.ld + i % H] = from_float<T>(__ldcg(h_prev + b0 * H + i));
+        h_s[(i / H) * shape.ld + i % H] = __ldcg(h_prev + b0 * H + i);
       }
       __syncthreads();
       block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
@@ -110,7 +115,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
         const int64_t bl = item / nu, ul = item % nu;
         const int64_t b = b0 + bl, u = u0 + ul;
         const int64_t row = t * B + b;  // 64-bit: T*B*G*H may pass 2^31
-        const float hp = __ldcg(h_prev + b * H + u);
+        const float hp = a.hstate[b * H + u];
         float* sv = a.saved + row * (S * H) + u;
         if (t < a.lengths[b]) {
           float gx[G], gh[G], sv_v[S];
@@ -126,23 +131,23 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
           a.out[row * H + u] = from_float<T>(hn);
 #pragma unroll
           for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
-          h_next[b * H + u] = hn;
+          a.hstate[b * H + u] = hn;
+          h_next[b * H + u] = from_float<T>(hn);
           if (Cell::kHasCellState) a.cbuf[b * H + u] = cn;
         } else {  // past the sequence's end: state frozen, output zero
           a.out[row * H + u] = from_float<T>(0.f);
 #pragma unroll
           for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
-          h_next[b * H + u] = hp;
+          h_next[b * H + u] = from_float<T>(hp);
         }
       }
     }
     grid.sync();  // h_t complete in every block before anyone reads it
   }
-  // Final state of this block's units (hbuf[T % 2] holds h_T).
-  const float* h_last = a.hbuf + (TT & 1) * B * H;
+  // Final state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;
-    a.h_n[b * H + u] = from_float<T>(h_last[b * H + u]);
+    a.h_n[b * H + u] = from_float<T>(a.hstate[b * H + u]);
     if (Cell::kHasCellState) a.c_n[b * H + u] = from_float<T>(a.cbuf[b * H + u]);
   }
 }

@@ -174,7 +174,10 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32
 
 }  // namespace fastrnn_emu
 
-inline float __ldcg(const float* p) { return *p; }
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
 
 namespace cooperative_groups {
 struct grid_group {

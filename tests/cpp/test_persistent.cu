@@ -105,7 +105,8 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   fa.h_n = poisoned<T>(B * H);
   fa.c_n = poisoned<T>(B * H);
   fa.saved = poisoned<float>(TT * B * S * H);
-  fa.hbuf = poisoned<float>(2 * B * H);
+  fa.hx = poisoned<T>(2 * B * H);
+  fa.hstate = poisoned<float>(B * H);
   fa.cbuf = poisoned<float>(B * H);
   fa.seq_len = TT;
   fa.batch = B;
@@ -129,7 +130,7 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   ba.dghn = poisoned<T>(TT * B * H);
   ba.dh0 = poisoned<T>(B * H);
   ba.dc0 = poisoned<T>(B * H);
-  ba.dgbuf = poisoned<float>(2 * B * GH);
+  ba.dgbuf = poisoned<T>(2 * B * GH);
   ba.dhbuf = poisoned<float>(B * H);
   ba.dcbuf = poisoned<float>(B * H);
   ba.seq_len = TT;

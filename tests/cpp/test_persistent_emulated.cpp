@@ -77,7 +77,8 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   const auto gx = converted<T>(p.gx), w = converted<T>(p.w), b_hn = converted<T>(p.b_hn);
   const auto h0 = converted<T>(p.h0), c0 = converted<T>(p.c0);
   std::vector<T> out(TT * B * H, tnan), h_n(B * H, tnan), c_n(B * H, tnan);
-  std::vector<float> saved(TT * B * S * H, nan), hbuf(2 * B * H, nan), cbuf(B * H, nan);
+  std::vector<T> hx(2 * B * H, tnan);
+  std::vector<float> saved(TT * B * S * H, nan), hstate(B * H, nan), cbuf(B * H, nan);
   fastrnn::ForwardArgs<T> fa{};
   fa.gx = gx.data();
   fa.w_hh = w.data();
@@ -89,7 +90,8 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   fa.h_n = h_n.data();
   fa.c_n = c_n.data();
   fa.saved = saved.data();
-  fa.hbuf = hbuf.data();
+  fa.hx = hx.data();
+  fa.hstate = hstate.data();
   fa.cbuf = cbuf.data();
   fa.seq_len = TT;
   fa.batch = B;
@@ -106,7 +108,8 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
 
   const auto dout = converted<T>(p.dout), dh_n = converted<T>(p.dh_n), dc_n = converted<T>(p.dc_n);
   std::vector<T> dgx(TT * B * G * H, tnan), dghn(TT * B * H, tnan), dh0(B * H, tnan), dc0(B * H, tnan);
-  std::vector<float> dgbuf(2 * B * G * H, nan), dhbuf(B * H, nan), dcbuf(B * H, nan);
+  std::vector<T> dgbuf(2 * B * G * H, tnan);
+  std::vector<float> dhbuf(B * H, nan), dcbuf(B * H, nan);
   fastrnn::BackwardArgs<T> ba{};
   ba.dout = dout.data();
   ba.dh_n = dh_n.data();
