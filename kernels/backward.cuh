@@ -129,9 +129,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with dg_s and part_s
-      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) {
-        dg_s[(i / GH) * shape.ld + i % GH] = __ldcg(dg + b0 * GH + i);
-      }
+      stage_rows(dg_s, dg + b0 * GH, nb, shape);
       __syncthreads();
       block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();

@@ -14,12 +14,22 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "dtype.cuh"
 #include "layout.cuh"
 #include "mma.cuh"
 
 namespace fastrnn {
+
+// 16 bytes from global (ld.global.cg: L2, not L1) to shared memory; both 16-byte aligned.
+__device__ __forceinline__ void copy16_cg(void* dst, const void* src) {
+#if defined(FASTRNN_HOST_EMULATION)
+  std::memcpy(dst, src, 16);
+#else
+  *reinterpret_cast<uint4*>(dst) = __ldcg(reinterpret_cast<const uint4*>(src));
+#endif
+}
 
 // Partials: one slab per warp, row-major (m_tiles*16) x pld fp32 (pld = partial_ld(batch tile)).
 __device__ __forceinline__ float* partial_slab(float* part, int warp, const ProductShape& s, int64_t pld) {
@@ -124,6 +134,24 @@ __device__ __forceinline__ float partial_sum(const float* part, const ProductSha
   float sum = 0.f;
   for (int w = 0; w < warps; ++w) sum += part[w * slab + m * pld + n];
   return sum;
+}
+
+// Copies `rows` rows of K = s.k elements from global memory (row stride K, read from L2 past L1:
+// other blocks wrote them) into shared memory (row stride s.ld). 16 bytes per load where K and
+// the source address allow it (every row then starts 16-byte aligned on both sides: ld*itemsize
+// is a multiple of 16, layout.cuh), else one element per load.
+template <typename T>
+__device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, const ProductShape& s) {
+  constexpr int kVec = 16 / sizeof(T);
+  if (s.k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    const int64_t vecs = s.k / kVec;
+    for (int64_t i = threadIdx.x; i < rows * vecs; i += blockDim.x) {
+      const int64_t r = i / vecs, c = (i % vecs) * kVec;
+      copy16_cg(dst + r * s.ld + c, src + r * s.k + c);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < rows * s.k; i += blockDim.x) dst[(i / s.k) * s.ld + i % s.k] = __ldcg(src + i);
+  }
 }
 
 // Zero the pad columns [K, ld) of `rows` rows (once per kernel: staging never writes them).

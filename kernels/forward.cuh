@@ -105,9 +105,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with h_s and part_s
-      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) {
-        h_s[(i / H) * shape.ld + i % H] = __ldcg(h_prev + b0 * H + i);
-      }
+      stage_rows(h_s, h_prev + b0 * H, nb, shape);
       __syncthreads();
       block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
