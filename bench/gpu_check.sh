@@ -12,6 +12,9 @@
 #   CUDA_HOME            CUDA toolkit; when unset it is taken from `nvcc` on PATH
 #   FASTRNN_CUDA_ARCHS   SM architectures to build (default: this GPU's, e.g. 90a on an H100)
 #   PYTEST_ARGS          test selection (default: the whole suite, `tests`)
+#   STEPS                which groups to run, of: cpp build tests bench (default: all four). The
+#                        device tool allows 10 minutes a command: e.g. STEPS="cpp build tests" in
+#                        one call and STEPS="build bench" (the build is incremental) in the next.
 #   BENCH_ARGS           extra flags for both benchmark runs (e.g. "--repeats 50")
 # Every step runs even when an earlier one fails; the exit status is non-zero if any failed,
 # and summary.txt lists each step's status. The benchmarks run with --strict: a fastrnn row whose
@@ -31,6 +34,11 @@ export PYTHONUNBUFFERED=1
 SUMMARY="$OUT_DIR/summary.txt"
 : > "$SUMMARY"
 FAILED=0
+
+want() {  # want GROUP -> whether STEPS asks for it
+    case " ${STEPS:-cpp build tests bench} " in *" $1 "*) return 0 ;; esac
+    return 1
+}
 
 step() {  # step NAME COMMAND...  -> runs it, logs to NAME.log, records status
     local name="$1"; shift
@@ -83,7 +91,7 @@ cat "$OUT_DIR/environment.txt"
 # --- build, test, benchmark -------------------------------------------------------------------
 # The C++ GPU tests of kernels/ first (nvcc only, no CMake needed): the tensor-core fragment
 # layouts (test_mma), then the persistent kernels against a CPU loop (test_persistent).
-if [ -n "${CUDA_HOME:-}" ]; then
+if want cpp && [ -n "${CUDA_HOME:-}" ]; then
     CPP_ARCH="${FASTRNN_CUDA_ARCHS%%;*}"
     BIN_DIR="$(mktemp -d)"  # binaries stay out of the results folder
     for t in mma persistent; do
@@ -91,17 +99,24 @@ if [ -n "${CUDA_HOME:-}" ]; then
             tests/cpp/test_$t.cu -o '$BIN_DIR/test_$t' && '$BIN_DIR/test_$t'"
     done
 fi
-step build      "$PYTHON" setup.py build_ext --inplace
-step import     "$PYTHON" -c "import fastrnn; print('backends:', fastrnn.registered_backends())"
-step tests      "$PYTHON" -m pytest ${PYTEST_ARGS:-tests} -ra --junitxml="$OUT_DIR/tests.xml"
-# shellcheck disable=SC2086
-step bench_default  "$PYTHON" -m fastrnn.bench --preset default --strict ${BENCH_ARGS:-} \
-    --output "$OUT_DIR/bench_default.json" --csv "$OUT_DIR/bench_default.csv"
-# shellcheck disable=SC2086
-step bench_targets "$PYTHON" -m fastrnn.bench --preset targets --strict ${BENCH_ARGS:-} \
-    --output "$OUT_DIR/bench_targets.json" --csv "$OUT_DIR/bench_targets.csv"
-if "$PYTHON" -c "import matplotlib" >/dev/null 2>&1; then
-    step plot "$PYTHON" -m fastrnn.bench plot "$OUT_DIR"/bench_*.json --out "$OUT_DIR/plots"
+if want build; then
+    step build      "$PYTHON" setup.py build_ext --inplace
+    step import     "$PYTHON" -c "import fastrnn; print('backends:', fastrnn.registered_backends())"
+fi
+if want tests; then
+    # shellcheck disable=SC2086
+    step tests      "$PYTHON" -m pytest ${PYTEST_ARGS:-tests} -ra --junitxml="$OUT_DIR/tests.xml"
+fi
+if want bench; then
+    # shellcheck disable=SC2086
+    step bench_default  "$PYTHON" -m fastrnn.bench --preset default --strict ${BENCH_ARGS:-} \
+        --output "$OUT_DIR/bench_default.json" --csv "$OUT_DIR/bench_default.csv"
+    # shellcheck disable=SC2086
+    step bench_targets "$PYTHON" -m fastrnn.bench --preset targets --strict ${BENCH_ARGS:-} \
+        --output "$OUT_DIR/bench_targets.json" --csv "$OUT_DIR/bench_targets.csv"
+    if "$PYTHON" -c "import matplotlib" >/dev/null 2>&1; then
+        step plot "$PYTHON" -m fastrnn.bench plot "$OUT_DIR"/bench_*.json --out "$OUT_DIR/plots"
+    fi
 fi
 
 echo "results in $OUT_DIR"
