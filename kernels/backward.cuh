@@ -15,7 +15,7 @@
 //   A (local): for each (b, u) owned: dh = carried dh + dout[t] (if active); cell backward from
 //      saved -> dgx[t], dghn[t], dgbuf[k%2]; carried dh = dh_direct, dc = dc_prev.
 //      Inactive step: gradients zero, dh and dc pass through unchanged (state was frozen).
-//   grid.sync()  (all of dgh_t visible)
+//   grid.sync()  (all of dgh_t visible); prefetch of the next step's saved and dout slices
 //   B: for each tile of BT sequences: stage dgh_t in shared memory (from L2, in the storage
 //      dtype); the block's product sum_r dgh_t[b, r] * W_hh[r, u] split over warps (tensor
 //      cores for 16-bit); one thread per (sequence, unit) adds the warps' shares to dh[b, u].
@@ -125,6 +125,11 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
       }
     }
     grid.sync();  // dgh_t of every unit visible to every block
+    if (k + 1 < TT) {  // next step's phase-A inputs of this block's units, fetched during phase B
+      const int64_t t_next = a.reverse ? t + 1 : t - 1;
+      prefetch_rows_l2(a.saved + t_next * B * S * H + u0, B * S, H * sizeof(float), nu * sizeof(float));
+      prefetch_rows_l2(a.dout + t_next * B * H + u0, B, H * sizeof(T), nu * sizeof(T));
+    }
     // Phase B: carried dh += dgh_t W_hh restricted to this block's units.
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;

@@ -23,7 +23,8 @@
 //   the block's product gates_h = W_hh[rows] h_{t-1}, split over warps (tensor cores for 16-bit);
 //   one thread per (sequence, unit): the cell update from the warps' partial sums, writing out,
 //   saved, hstate, cbuf and hx[next];
-// then grid.sync() so every block sees the complete h_t.
+// then a prefetch of step t+1's gx slice into L2 and grid.sync() so every block sees the
+// complete h_t.
 // With bf16/fp16, h_{t-1} enters the product rounded to the storage dtype (as in cuDNN); the
 // state itself (hstate, cbuf, the cell update) stays fp32.
 #pragma once
@@ -139,6 +140,10 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
           h_next[b * H + u] = from_float<T>(hp);
         }
       }
+    }
+    if (k + 1 < TT) {  // next step's gx of this block's units (HBM latency hidden behind the barrier)
+      const int64_t t_next = a.reverse ? t - 1 : t + 1;
+      prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
     }
     grid.sync();  // h_t complete in every block before anyone reads it
   }
