@@ -132,6 +132,22 @@ void launch_persistent(void (*kernel)(Args), Args args, int64_t cell, int itemsi
   if (used_plan != nullptr) *used_plan = plan;
 }
 
+// kernel_fit<Kernel>: cooperative_fit for a run-time cell id and dtype, where Kernel names a
+// kernel template through `template <typename Cell, typename T> static auto* get()`.
+template <typename Kernel>
+struct KernelFit {
+  int64_t cell, hidden, batch;
+  int device;
+  bool backward;
+  std::string why;
+
+  template <typename Cell, typename T>
+  void operator()() {
+    Plan plan;
+    why = cooperative_fit(Kernel::template get<Cell, T>(), cell, sizeof(T), hidden, batch, backward, device, &plan);
+  }
+};
+
 // Storage type of a torch dtype in the kernels.
 template <typename Scalar> struct StorageType { using type = Scalar; };
 template <> struct StorageType<c10::Half> { using type = __half; };
@@ -168,6 +184,15 @@ void dispatch(int64_t cell, c10::ScalarType dtype, const char* fn, F&& f) {
     case kGru: by_dtype(GruCell{}); break;
     default: TORCH_CHECK(false, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
   }
+}
+
+// Why the kernel named by `Kernel` cannot run (cell, dtype, hidden, batch) on `device`; "" when it can.
+template <typename Kernel>
+std::string kernel_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device, bool backward) {
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  KernelFit<Kernel> fit{cell, hidden, batch, static_cast<int>(device), backward, ""};
+  dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);
+  return fit.why;
 }
 
 }  // namespace fastrnn

@@ -38,15 +38,10 @@ struct BackwardLaunch {
   }
 };
 
-struct BackwardFit {
-  int64_t cell, hidden, batch;
-  int device;
-  std::string why;
-
+struct BackwardKernel {
   template <typename Cell, typename T>
-  void operator()() {
-    Plan plan;
-    why = cooperative_fit(&persistent_backward_kernel<Cell, T>, cell, sizeof(T), hidden, batch, /*backward=*/true, device, &plan);
+  static auto* get() {
+    return &persistent_backward_kernel<Cell, T>;
   }
 };
 
@@ -103,10 +98,7 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
 
 // Why the backward kernel cannot run (cell, dtype, hidden, batch) on `device`; empty when it can.
 std::string backward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device) {
-  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-  BackwardFit fit{cell, hidden, batch, static_cast<int>(device), ""};
-  dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);
-  return fit.why;
+  return kernel_fit<BackwardKernel>(cell, dtype, hidden, batch, device, /*backward=*/true);
 }
 
 }  // namespace fastrnn

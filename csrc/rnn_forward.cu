@@ -38,15 +38,10 @@ struct ForwardLaunch {
   }
 };
 
-struct ForwardFit {
-  int64_t cell, hidden, batch;
-  int device;
-  std::string why;
-
+struct ForwardKernel {
   template <typename Cell, typename T>
-  void operator()() {
-    Plan plan;
-    why = cooperative_fit(&persistent_forward_kernel<Cell, T>, cell, sizeof(T), hidden, batch, /*backward=*/false, device, &plan);
+  static auto* get() {
+    return &persistent_forward_kernel<Cell, T>;
   }
 };
 
@@ -110,10 +105,7 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
 
 // Why the forward kernel cannot run (cell, dtype, hidden, batch) on `device`; empty when it can.
 std::string forward_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device) {
-  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-  ForwardFit fit{cell, hidden, batch, static_cast<int>(device), ""};
-  dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);
-  return fit.why;
+  return kernel_fit<ForwardKernel>(cell, dtype, hidden, batch, device, /*backward=*/false);
 }
 
 }  // namespace fastrnn
