@@ -109,6 +109,12 @@ def test_launch_fit_reason_is_unsupported(monkeypatch):
         # batch enters only up to one batch tile (the plan does not change beyond it)
         assert asked == [(CELLS["lstm"].kernel_id, torch.float32, 200, 64, 0),
                          (CELLS["lstm"].kernel_id, torch.float32, 50, 2, 0)]
+
+        def broken(*args):
+            raise RuntimeError("CUDA driver version is insufficient")
+
+        monkeypatch.setattr(FakeC, "launch_fit", staticmethod(broken))
+        assert "launch check failed on GPU 0: CUDA driver" in cuda_backend.unsupported(_problem(hidden_size=60))
     finally:
         cuda_backend._launch_fit.cache_clear()
 

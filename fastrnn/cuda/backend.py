@@ -97,7 +97,10 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
 def _launch_fit(cell_id: int, dtype: torch.dtype, hidden: int, batch: int, device: int) -> Optional[str]:
     from fastrnn import _C
 
-    why = _C.launch_fit(cell_id, dtype, hidden, max(batch, 1), device)
+    try:
+        why = _C.launch_fit(cell_id, dtype, hidden, max(batch, 1), device)
+    except RuntimeError as exc:  # a CUDA runtime error while asking: not runnable, say why
+        return f"the CUDA kernels' launch check failed on GPU {device}: {exc}"
     return f"the CUDA kernels cannot run here: {why}" if why else None
 
 
