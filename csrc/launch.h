@@ -188,7 +188,8 @@ void dispatch(int64_t cell, c10::ScalarType dtype, const char* fn, F&& f) {
 
 // Why the kernel named by `Kernel` cannot run (cell, dtype, hidden, batch) on `device`; "" when it can.
 template <typename Kernel>
-std::string kernel_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device, bool backward) {
+std::string kernel_fit(int64_t cell, c10::ScalarType dtype, int64_t hidden, int64_t batch, int64_t device,
+                       bool backward) {
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   KernelFit<Kernel> fit{cell, hidden, batch, static_cast<int>(device), backward, ""};
   dispatch(cell, dtype, "fastrnn._C.launch_fit", fit);

@@ -34,12 +34,13 @@ void empty_barriers(int64_t iters, int64_t blocks, int64_t device) {
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, reinterpret_cast<const void*>(empty_barriers_kernel), kThreads, 0));
-  TORCH_CHECK(blocks >= 1 && blocks <= static_cast<int64_t>(per_sm) * limits.num_sms, "empty_barriers: blocks must be in [1, ",
-              static_cast<int64_t>(per_sm) * limits.num_sms, "] (all resident at once), got ", blocks);
+  const int64_t resident = static_cast<int64_t>(per_sm) * limits.num_sms;
+  TORCH_CHECK(blocks >= 1 && blocks <= resident, "empty_barriers: blocks must be in [1, ", resident,
+              "] (all resident at once), got ", blocks);
   void* args[] = {&iters};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(empty_barriers_kernel),
-                                             dim3(static_cast<unsigned>(blocks)), dim3(kThreads), args, 0,
-                                             c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream()));
+                                             dim3(static_cast<unsigned>(blocks)), dim3(kThreads), args, 0, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -11,7 +11,8 @@
 // dhbuf, dcbuf (B, H, fp32) the carried dh (partial) and dc of this block's units.
 //
 // Block p owns units [p*U, p*U + U); its shared memory holds W_hh[:, its units] transposed
-// (U x G*H, the A of block_product.cuh) for all steps. Per step t, processed in the reverse of the forward's order:
+// (U x G*H, the A of block_product.cuh) for all steps. Per step t, processed in the reverse of
+// the forward's order:
 //   A (local): for each (b, u) owned: dh = carried dh + dout[t] (if active); cell backward from
 //      saved -> dgx[t], dghn[t], dgbuf[k%2]; carried dh = dh_direct, dc = dc_prev.
 //      Inactive step: gradients zero, dh and dc pass through unchanged (state was frozen).

@@ -84,7 +84,8 @@ __device__ __forceinline__ void block_product(const T* a, const T* b, int64_t nb
                 if (nt < n_tiles) {
                   const int64_t n = nt * kTileN + g;
                   const bool b_ok = n < nb;
-                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * s.ld + k]) : 0u, b_ok ? to_tf32(b[n * s.ld + k + 4]) : 0u};
+                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * s.ld + k]) : 0u,
+                                          b_ok ? to_tf32(b[n * s.ld + k + 4]) : 0u};
                   mma_16x8x8_tf32(d[nt], af, bf);
                 }
               }
@@ -158,7 +159,9 @@ __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, c
 template <typename T>
 __device__ __forceinline__ void zero_pad_columns(T* m, int64_t rows, const ProductShape& s) {
   const int64_t pad = s.ld - s.k;
-  for (int64_t i = threadIdx.x; i < rows * pad; i += blockDim.x) m[(i / pad) * s.ld + s.k + i % pad] = from_float<T>(0.f);
+  for (int64_t i = threadIdx.x; i < rows * pad; i += blockDim.x) {
+    m[(i / pad) * s.ld + s.k + i % pad] = from_float<T>(0.f);
+  }
 }
 
 }  // namespace fastrnn

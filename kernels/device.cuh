@@ -26,7 +26,9 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 __device__ __forceinline__ void prefetch_rows_l2(const void* base, int64_t rows, int64_t stride, int64_t span) {
   const int64_t sectors = (span + 31) / 32;
   const char* p = static_cast<const char*>(base);
-  for (int64_t i = threadIdx.x; i < rows * sectors; i += blockDim.x) prefetch_l2(p + (i / sectors) * stride + (i % sectors) * 32);
+  for (int64_t i = threadIdx.x; i < rows * sectors; i += blockDim.x) {
+    prefetch_l2(p + (i / sectors) * stride + (i % sectors) * 32);
+  }
 }
 
 #if !defined(FASTRNN_HOST_EMULATION)
