@@ -49,6 +49,43 @@ def run_and_grad(fn, inputs, seed=1):
     return (out, h, c), [t.grad if t is not None else None for t in leaves]
 
 
+def layer_lengths(spec, T, B):
+    """Per-sequence lengths of a layer case: None, a list, or "random" (always with a zero length
+    and a full one)."""
+    if spec == "random":
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
+        lengths[0], lengths[1] = 0, T
+        return lengths
+    return torch.tensor(spec) if spec is not None else None
+
+
+def run_layer_case(backend, cell, T, B, I, H, reverse, lengths, state, bias, device):
+    """One layer-direction through the float64 reference and through ``backend`` in float32
+    (functional seam). ``state=False``: the backend gets no h0/c0 (the seam passes zeros) and the
+    reference gets zeros. Returns (got, grads, expected, expected_grads) for assert_matches."""
+    from fastrnn.functional import rnn_layer
+    from fastrnn.reference import reference_layer
+
+    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state, device=device)
+    lengths = layer_lengths(lengths, T, B)
+    if not state:
+        inputs[1] = torch.zeros(B, H, dtype=torch.float64, device=device)
+        if cell.has_cell_state:
+            inputs[2] = torch.zeros(B, H, dtype=torch.float64, device=device)
+
+    def ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, reverse)
+
+    def fused(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        if not state:
+            h0 = c0 = None
+        return rnn_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, backend=backend)
+
+    expected, expected_grads = run_and_grad(ref, inputs)
+    got, grads = run_and_grad(fused, [t.float() if t is not None else None for t in inputs])
+    return got, grads, expected, expected_grads
+
+
 STATE_NAMES = ("out", "h_T", "c_T")
 INPUT_NAMES = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 

@@ -25,7 +25,7 @@ import fastrnn
 from fastrnn.backends import LayerProblem, get_backend, registered_backends
 from fastrnn.cells import CELLS
 from fastrnn.cuda import backend as cuda_backend
-from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad
+from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
 from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan
 from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
@@ -236,38 +236,15 @@ LAYER_CASES = {
 }
 
 
-def _lengths(spec, T, B):
-    if spec == "random":
-        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
-        lengths[0], lengths[1] = 0, T
-        return lengths
-    return torch.tensor(spec) if spec is not None else None
-
-
 @needs_gpu
 @pytest.mark.parametrize("case", list(LAYER_CASES))
 @pytest.mark.parametrize("cell_name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_layer_matches_reference(cell_name, case, poison):
     cell = CELLS[cell_name]
     T, B, I, H, reverse, lengths, state, bias = LAYER_CASES[case]
-    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state, device=DEVICE)
-    lengths = _lengths(lengths, T, B)
-    if not state:
-        inputs[1] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
-        if cell.has_cell_state:
-            inputs[2] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
-
-    def ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        return reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, reverse)
-
-    def cuda(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        if not state:
-            h0 = c0 = None
-        return rnn_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, backend="cuda")
-
-    expected, expected_grads = run_and_grad(ref, inputs)
     before = launches()
-    got, grads = run_and_grad(cuda, [t.float() if t is not None else None for t in inputs])
+    got, grads, expected, expected_grads = run_layer_case(
+        "cuda", cell, T, B, I, H, reverse, lengths, state, bias, DEVICE)
     after = launches()
     assert after.get("forward", 0) > before.get("forward", 0)
     assert after.get("backward", 0) > before.get("backward", 0)

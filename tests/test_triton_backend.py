@@ -33,7 +33,7 @@ from fastrnn.functional import rnn_layer  # noqa: E402
 from fastrnn.reference import reference_layer  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.capacity import capacity, large_h_capacity, small_h_capacity  # noqa: E402
-from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad  # noqa: E402
+from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -83,30 +83,9 @@ LAYER_CASES = {
 def check_layer(cell, T, B, I, H, reverse, lengths, state, bias, kernel="forward"):
     """Forward outputs, final states and all gradients vs the float64 reference; ``kernel`` is
     the LAUNCHES key of the forward kernel expected to run (its backward twin is checked too)."""
-    inputs = make_layer_inputs(cell, T, B, I, H, bias=bias, state=state, device=DEVICE)
-    if lengths == "random":
-        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
-        lengths[0], lengths[1] = 0, T  # always a zero length and a full one
-    elif lengths is not None:
-        lengths = torch.tensor(lengths)
-    if not state:  # the seam passes zeros; give the reference the same
-        inputs[1] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
-        if cell.has_cell_state:
-            inputs[2] = torch.zeros(B, H, dtype=torch.float64, device=DEVICE)
-
-    def ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        return reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, reverse)
-
-    def tri(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        if not state:
-            h0 = c0 = None
-        return rnn_layer(
-            cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, backend="triton"
-        )
-
-    expected, expected_grads = run_and_grad(ref, inputs)
     with Launches() as launches:
-        got, grads = run_and_grad(tri, [t.float() if t is not None else None for t in inputs])
+        got, grads, expected, expected_grads = run_layer_case(
+            "triton", cell, T, B, I, H, reverse, lengths, state, bias, DEVICE)
     backward_kernel = kernel.replace("forward", "backward")
     assert launches.count(kernel) >= 1 and launches.count(backward_kernel) >= 1
     assert got[0].dtype == torch.float32
