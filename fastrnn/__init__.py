@@ -11,6 +11,7 @@ from . import functional
 from .backends import BackendError, registered_backends, use_backend
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from . import reference as _reference  # noqa: F401  (registers the "reference" backend)
+from . import torch_backend as _torch_backend  # noqa: F401  (registers "torch")
 from .triton import backend as _triton_backend  # noqa: F401  (registers "triton")
 from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
 

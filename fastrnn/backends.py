@@ -6,21 +6,27 @@ A backend runs one layer in one direction over a whole padded sequence (the seam
 1. the module's (or functional call's) ``backend=`` argument, when it is not ``"auto"``;
 2. the innermost ``with fastrnn.use_backend(name):`` block, when it is not ``"auto"``;
 3. the ``FASTRNN_BACKEND`` environment variable, when set and not ``"auto"``;
-4. otherwise ``"auto"``: the first backend in priority order that is available, trusted for
-   ``auto`` and supports the problem; the reference backend supports everything.
+4. otherwise ``"auto"``: the first backend in priority order that is available, admitted to
+   ``auto`` for the problem and supports it. The order is: fastrnn's kernel backends (admitted
+   only for configurations verified on that GPU and measured faster than torch there, see
+   :mod:`fastrnn.measured`), then ``"torch"`` (torch's own kernels: oneDNN/ATen on the CPU,
+   cuDNN on a GPU), then ``"reference"``, which supports everything.
 
 A backend named explicitly (1-3) either runs or raises :class:`BackendError` saying why; it is
 never silently replaced by another. :func:`explain` reports the decision and the reason each
 skipped backend was skipped.
+
+``use_backend`` is a process-wide setting, like ``torch.backends.cudnn.flags``: threads started
+inside the block see it (and so would other threads running at the same time). A
+``contextvars.ContextVar`` would hide it from new threads, and TorchDynamo cannot trace one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
 import torch
 
@@ -34,9 +40,12 @@ class BackendError(RuntimeError):
     """An explicitly requested backend cannot run the given problem."""
 
 
-@dataclass(frozen=True)
-class LayerProblem:
-    """What a backend needs to know to say whether it can run one layer-direction."""
+class LayerProblem(NamedTuple):
+    """What a backend needs to know to say whether it can run one layer-direction.
+
+    (A NamedTuple, not a dataclass: one is built per forward call, and a frozen dataclass costs
+    several microseconds to build.)
+    """
 
     cell: Cell
     device: torch.device
@@ -48,6 +57,9 @@ class LayerProblem:
     seq_len: int
     has_bias: bool
     has_lengths: bool
+    # The stack around the layer, for backends that run a whole module in one call (run_module).
+    num_layers: int = 1
+    bidirectional: bool = False
 
 
 @dataclass
@@ -57,8 +69,13 @@ class Backend:
     ``unavailable`` returns why the backend cannot run at all here (None when it can);
     ``unsupported`` returns why it cannot run a given problem (None when it can); ``run_layer``
     has the signature of :func:`fastrnn.reference.reference_layer`. ``auto`` says whether
-    ``backend="auto"`` may pick it (a backend not yet verified on real hardware is only run when
-    asked for by name).
+    ``backend="auto"`` may pick it: True, False (only run when named), or a function of the
+    problem returning why not (None: admitted), as kernel backends use for
+    :mod:`fastrnn.measured`. ``run_module``, when set, runs a whole RNN/LSTM/GRU module's stack
+    in one call (see :func:`fastrnn.torch_backend.run_module`); modules use it instead of
+    calling ``run_layer`` per layer-direction; ``run_cell`` likewise runs one step of a cell
+    module (see :func:`fastrnn.torch_backend.run_cell`). ``note`` returns what a user should know about
+    running a problem on this backend that cannot be decided at forward time (None: nothing).
     """
 
     name: str
@@ -66,22 +83,53 @@ class Backend:
     run_layer: Callable
     unavailable: Callable[[], Optional[str]] = lambda: None
     unsupported: Callable[[LayerProblem], Optional[str]] = lambda problem: None
-    auto: bool = True
+    auto: Union[bool, Callable[[LayerProblem], Optional[str]]] = True
+    run_module: Optional[Callable] = None
+    run_cell: Optional[Callable] = None
+    note: Callable[[LayerProblem], Optional[str]] = lambda problem: None
+
+    def not_auto(self, problem: LayerProblem) -> Optional[str]:
+        """Why ``auto`` may not pick this backend for ``problem`` (None: it may)."""
+        if callable(self.auto):
+            return self.auto(problem)
+        return None if self.auto else "not yet verified on real hardware; only run when named"
 
 
 _REGISTRY: Dict[str, Backend] = {}
-_CONTEXT: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "fastrnn_backend", default=None
-)
+_BY_PRIORITY: List[Backend] = []  # _REGISTRY's values, highest priority first
+# The innermost use_backend() block's name, process-wide (see the module docstring).
+_context_backend: Optional[str] = None
 
 
 def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
+    forget_decisions()
+
+
+# Decisions of explain(), keyed by everything they depend on: the problem, the request (argument,
+# use_backend, environment) and the registry. Every forward asks, and asking again costs more than
+# a small layer's whole step; the support checks are functions of the problem alone.
+_DECISIONS: Dict[tuple, "BackendChoice"] = {}
+_REGISTRY_VERSION = [0]
+
+
+def forget_decisions() -> None:
+    """Drop remembered backend decisions: call it after changing what a support check reads
+    (the registry does it by itself)."""
+    _DECISIONS.clear()
+    _REGISTRY_VERSION[0] += 1
+
+
+def _by_priority() -> List[Backend]:
+    # Rebuilt when the registry changed (tests add and remove backends by hand).
+    if len(_BY_PRIORITY) != len(_REGISTRY) or any(_REGISTRY.get(b.name) is not b for b in _BY_PRIORITY):
+        _BY_PRIORITY[:] = sorted(_REGISTRY.values(), key=lambda b: -b.priority)
+    return _BY_PRIORITY
 
 
 def registered_backends() -> List[str]:
     """Names of all registered backends, highest ``auto`` priority first."""
-    return [b.name for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority)]
+    return [b.name for b in _by_priority()]
 
 
 def check_backend_name(name: str, where: str = "backend") -> str:
@@ -93,12 +141,16 @@ def check_backend_name(name: str, where: str = "backend") -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Run fastrnn layers inside the block on backend ``name`` (unless a module names its own)."""
-    token = _CONTEXT.set(check_backend_name(name, "use_backend(name)"))
+    """Run fastrnn layers inside the block on backend ``name`` (unless a module names its own).
+
+    Process-wide while the block runs: threads started inside it see it too.
+    """
+    global _context_backend
+    previous, _context_backend = _context_backend, check_backend_name(name, "use_backend(name)")
     try:
         yield
     finally:
-        _CONTEXT.reset(token)
+        _context_backend = previous
 
 
 @dataclass
@@ -109,9 +161,12 @@ class BackendChoice:
     requested: str
     requested_by: str
     skipped: Dict[str, str] = field(default_factory=dict)  # name -> why it was not chosen
+    note: Optional[str] = None  # what the chosen backend cannot decide at forward time
 
     def __str__(self) -> str:
         lines = [f"backend {self.backend!r} (requested {self.requested!r} by {self.requested_by})"]
+        if self.note:
+            lines.append(f"  note: {self.note}")
         lines += [f"  skipped {name!r}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -119,7 +174,7 @@ class BackendChoice:
 def _requested(argument: str) -> tuple:
     if argument != AUTO:
         return argument, "the backend= argument"
-    context = _CONTEXT.get()
+    context = _context_backend
     if context is not None and context != AUTO:
         return context, "fastrnn.use_backend()"
     env = os.environ.get(ENV_VAR, "").strip()
@@ -130,6 +185,19 @@ def _requested(argument: str) -> tuple:
 
 def explain(problem: LayerProblem, argument: str = AUTO) -> BackendChoice:
     """Decide which backend runs ``problem``; raise BackendError if a named one cannot."""
+    if torch.compiler.is_compiling():  # sizes may be symbolic: hashing them would specialise
+        return _decide(problem, argument)
+    key = (problem, argument, _context_backend, os.environ.get(ENV_VAR), _REGISTRY_VERSION[0], len(_REGISTRY))
+    choice = _DECISIONS.get(key)
+    if choice is None:
+        choice = _decide(problem, argument)
+        if len(_DECISIONS) > 1024:
+            _DECISIONS.clear()
+        _DECISIONS[key] = choice
+    return choice
+
+
+def _decide(problem: LayerProblem, argument: str) -> BackendChoice:
     requested, requested_by = _requested(check_backend_name(argument))
     if requested != AUTO:
         backend = _REGISTRY[requested]
@@ -139,16 +207,13 @@ def explain(problem: LayerProblem, argument: str = AUTO) -> BackendChoice:
                 f"fastrnn backend {requested!r} was requested by {requested_by} but cannot run "
                 f"this {problem.cell.name} layer: {why}. Use backend='auto' to fall back."
             )
-        return BackendChoice(requested, requested, requested_by)
+        return BackendChoice(requested, requested, requested_by, note=backend.note(problem))
     skipped: Dict[str, str] = {}
-    for name in registered_backends():
-        backend = _REGISTRY[name]
-        why = (
-            None if backend.auto else "not yet verified on real hardware; only run when named"
-        ) or backend.unavailable() or backend.unsupported(problem)
+    for backend in _by_priority():
+        why = backend.not_auto(problem) or backend.unavailable() or backend.unsupported(problem)
         if why is None:
-            return BackendChoice(name, AUTO, requested_by, skipped)
-        skipped[name] = why
+            return BackendChoice(backend.name, AUTO, requested_by, skipped, backend.note(problem))
+        skipped[backend.name] = why
     raise BackendError(f"no fastrnn backend can run this problem: {skipped}")
 
 

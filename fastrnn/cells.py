@@ -36,9 +36,9 @@ from torch import Tensor
 CellUpdate = Callable[[Tensor, Tensor, Tensor, Optional[Tensor]], Tuple[Tensor, Optional[Tensor]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cell:
-    """Static description of a recurrent cell."""
+    """Static description of a recurrent cell (one instance per cell: compared by identity)."""
 
     name: str  # fastrnn's name: "rnn_tanh", "rnn_relu", "lstm", "gru"
     mode: str  # torch.nn's mode string: "RNN_TANH", "RNN_RELU", "LSTM", "GRU"

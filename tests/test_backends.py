@@ -61,19 +61,23 @@ def test_reference_is_registered():
     assert "reference" in backends._REGISTRY
 
 
-def test_explain_backend_reports_reference_under_auto():
+# On the CPU, auto runs torch's own kernels (tests/test_torch_backend.py has the rest of the rule).
+AUTO_CPU = "torch"
+
+
+def test_explain_backend_reports_torch_under_auto():
     lstm = fastrnn.LSTM(3, 5, dtype=D)
     choice = lstm.explain_backend(_x())
-    assert choice.backend == "reference"
+    assert choice.backend == AUTO_CPU
     assert choice.requested == "auto"
     assert choice.requested_by == "default"
-    assert "'reference'" in str(choice)
+    assert f"'{AUTO_CPU}'" in str(choice)
 
 
 def test_explain_backend_with_packed_input():
     gru = fastrnn.GRU(3, 5, dtype=D)
     packed = torch.nn.utils.rnn.pack_padded_sequence(_x(3), torch.tensor([4, 1, 2]), enforce_sorted=False)
-    assert gru.explain_backend(packed).backend == "reference"
+    assert gru.explain_backend(packed).backend == AUTO_CPU
 
 
 @pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN, fastrnn.LSTMCell, fastrnn.GRUCell, fastrnn.RNNCell])
@@ -140,13 +144,13 @@ def test_use_backend_nests_and_restores(register):
             lstm(_x())
             assert (len(outer.calls), len(inner.calls)) == (1, 1)
             with fastrnn.use_backend("auto"):  # "auto" defers to the next rule, not the outer block
-                assert lstm.explain_backend(_x()).backend == "reference"
+                assert lstm.explain_backend(_x()).backend == AUTO_CPU
             assert lstm.explain_backend(_x()).backend == "fake_inner"
         lstm(_x())
         assert (len(outer.calls), len(inner.calls)) == (2, 1)
     lstm(_x())
     assert (len(outer.calls), len(inner.calls)) == (2, 1)
-    assert lstm.explain_backend(_x()).backend == "reference"
+    assert lstm.explain_backend(_x()).backend == AUTO_CPU
 
 
 def test_use_backend_restores_after_exception(register):
@@ -193,7 +197,7 @@ def test_auto_skips_unsupported_backend_and_reports_why(register):
     rec = register("fake_nogru", priority=100, auto=True, unsupported=_no_gru)
     gru = fastrnn.GRU(3, 5, dtype=D)
     choice = gru.explain_backend(_x())
-    assert choice.backend == "reference"
+    assert choice.backend == AUTO_CPU
     assert choice.skipped["fake_nogru"] == "GRU is not implemented by this fake"
     assert "fake_nogru" in str(choice) and "GRU is not implemented" in str(choice)
     gru(_x())
@@ -203,7 +207,7 @@ def test_auto_skips_unsupported_backend_and_reports_why(register):
 def test_auto_skips_unverified_backend(register):
     rec = register("fake_unverified", priority=100, auto=False)
     choice = fastrnn.LSTM(3, 5, dtype=D).explain_backend(_x())
-    assert choice.backend == "reference"
+    assert choice.backend == AUTO_CPU
     assert "only run when named" in choice.skipped["fake_unverified"]
     fastrnn.LSTM(3, 5, dtype=D)(_x())
     assert rec.calls == []
@@ -212,7 +216,7 @@ def test_auto_skips_unverified_backend(register):
 def test_auto_skips_unavailable_backend(register):
     register("fake_absent", priority=100, auto=True, unavailable=lambda: "no such hardware here")
     choice = fastrnn.RNN(3, 5, dtype=D).explain_backend(_x())
-    assert choice.backend == "reference"
+    assert choice.backend == AUTO_CPU
     assert choice.skipped["fake_absent"] == "no such hardware here"
 
 

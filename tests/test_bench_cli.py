@@ -43,9 +43,9 @@ def _check_row(row):
     assert row["error_ok"] is True
 
 
-def test_run_in_process_writes_json_and_csv(tmp_path, capsys):
+def test_run_in_process_writes_json_and_csv(tmp_path, capsys, auto_backend):
     out, table = tmp_path / "r.json", tmp_path / "r.csv"
-    rc = cli.main(["--cell", "lstm,gru", "--backends", "torch,reference", *TINY,
+    rc = cli.main(["--cell", "lstm,gru", "--backends", "torch.nn,auto,reference", *TINY,
                    "--output", str(out), "--csv", str(table)])
     assert rc == 0
     stdout = capsys.readouterr().out
@@ -58,12 +58,15 @@ def test_run_in_process_writes_json_and_csv(tmp_path, capsys):
     assert result["settings"]["repeats"] == 2
     rows = result["rows"]
     assert {(r["cell"], r["impl"], r["mode"]) for r in rows} == {
-        (c, i, m) for c in ("lstm", "gru") for i in ("torch.nn", "fastrnn:reference")
+        (c, i, m) for c in ("lstm", "gru") for i in ("torch.nn", "fastrnn:auto", "fastrnn:reference")
         for m in ("inference", "training")}
     for row in rows:
         _check_row(row)
         if row["impl"] == "torch.nn":
             assert row["speedup_vs_torch"] == 1.0
+        # fastrnn as a user gets it: on the CPU, torch's own kernels (the table names it too)
+        assert row.get("auto_backend") == ("torch" if row["impl"] == "fastrnn:auto" else None)
+    assert "fastrnn:auto (torch)" in stdout
     lstm = next(r for r in rows if r["cell"] == "lstm" and r["mode"] == "inference")
     assert lstm["flops"] == flops.forward_flops("lstm", 3, 4, 5, 8)
     with table.open() as f:
@@ -76,7 +79,7 @@ def test_run_as_module_subprocess(tmp_path):
     out = tmp_path / "sub.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "fastrnn.bench", "--cell", "rnn_relu", "--layers", "2",
-                           "--bidirectional", "--backends", "torch,reference", *TINY, "--output", str(out)],
+                           "--bidirectional", "--backends", "torch.nn,reference", *TINY, "--output", str(out)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "rnn_relu B=3 T=4 I=5 H=8 L=2 bidir float32" in proc.stdout
@@ -127,7 +130,7 @@ def test_unavailable_unsupported_and_wrong_backends(tmp_path, capsys):
         backends.register_backend(fake)
     try:
         out = tmp_path / "f.json"
-        rc = cli.main(["--cell", "lstm", "--backends", "torch,reference,fake_missing,fake_narrow,fake_wrong",
+        rc = cli.main(["--cell", "lstm", "--backends", "torch.nn,reference,fake_missing,fake_narrow,fake_wrong",
                        *TINY, "--output", str(out), "--strict"])
     finally:
         for fake in fakes:
@@ -146,7 +149,7 @@ def test_unavailable_unsupported_and_wrong_backends(tmp_path, capsys):
 def test_report_prints_the_barrier_floor(tmp_path):
     """On a GPU the table shows the measured empty grid.sync() beside the rows (faked here)."""
     out = tmp_path / "r.json"
-    assert cli.main(["--cell", "gru", "--backends", "torch", *TINY, "--output", str(out)]) == 0
+    assert cli.main(["--cell", "gru", "--backends", "torch.nn", *TINY, "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     result["metadata"]["grid_barrier"] = {"blocks": 132, "threads_per_block": 256, "iters": 2000,
                                           "us_per_barrier": 1.234}
@@ -220,7 +223,7 @@ def test_flops_and_statistics():
 
 def test_plot(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert cli.main(["run", "--cell", "gru", "--backends", "torch,reference", *TINY, "--batch", "1,2",
+    assert cli.main(["run", "--cell", "gru", "--backends", "torch.nn,reference", *TINY, "--batch", "1,2",
                      "--output", str(out)]) == 0
     capsys.readouterr()
     try:
@@ -236,5 +239,5 @@ def test_plot(tmp_path, capsys):
 def test_list(capsys):
     assert cli.main(["--list", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for word in ("flashrnn", "sweep-batch", "reference", "torch", "torchrl"):
+    for word in ("flashrnn", "sweep-batch", "reference", "torch.nn", "auto", "torchrl"):
         assert word in out

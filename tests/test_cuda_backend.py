@@ -45,15 +45,16 @@ FP32_TOL = 1e-4
 def test_registered_with_priority_and_not_auto():
     assert "cuda" in registered_backends()
     backend = get_backend("cuda")
-    assert backend.priority == 20 and backend.auto is False
+    assert backend.priority == 20
     assert registered_backends().index("cuda") < registered_backends().index("triton")
 
 
-def test_auto_skips_cuda_with_reason():
+def test_auto_skips_cuda_with_reason(auto_backend):
+    # Not in fastrnn.measured's (empty) table of configurations measured faster than torch.
     model = fastrnn.LSTM(8, 16)
     choice = model.explain_backend(torch.randn(3, 2, 8))
-    assert choice.backend == "reference"
-    assert "not yet verified" in choice.skipped["cuda"]
+    assert choice.backend == "torch"
+    assert "measured faster than torch" in choice.skipped["cuda"]
     assert "'cuda'" in str(choice)
 
 

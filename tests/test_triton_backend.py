@@ -256,13 +256,13 @@ def test_proj_size_raises_backend_error():
         model(torch.randn(3, 2, 8, device=DEVICE))
 
 
-def test_auto_skips_triton_with_reason():
+def test_auto_skips_triton_with_reason(auto_backend):
     model = fastrnn.LSTM(8, 16).to(DEVICE)
     x = torch.randn(3, 2, 8, device=DEVICE)
     choice = model.explain_backend(x)
-    assert choice.backend == "reference"
+    assert choice.backend == "torch"
     assert "triton" in choice.skipped
-    assert "not yet verified" in choice.skipped["triton"]
+    assert "measured faster than torch" in choice.skipped["triton"]
     assert "triton" in str(choice)
     with Launches() as launches:
         model(x)

@@ -336,7 +336,8 @@ def _list(device, notes) -> int:
     for name, text in presets.PRESETS.items():
         print(f"  {name:<14} {text}")
     print("implementations (for --backends):")
-    print("  torch          torch.nn (cuDNN on a GPU, torch's native kernels on the CPU); aliases torch.nn, cudnn")
+    print("  torch.nn       torch.nn (cuDNN on a GPU, torch's native kernels on the CPU); alias cudnn")
+    print("  auto           fastrnn as a user gets it (backend='auto': the backend each row names in the JSON)")
     for name in fastrnn.registered_backends():
         why = backends.get_backend(name).unavailable()
         print(f"  {name:<14} fastrnn backend: {'available' if why is None else 'unavailable: ' + why}")

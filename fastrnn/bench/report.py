@@ -75,8 +75,9 @@ def table(result: dict) -> str:
         for row in rows:
             flag = "" if row["error_ok"] in (True, None) else "  ! error above tolerance"
             spread = f"{_fmt(row['p20_ms'], '.3f')}-{_fmt(row['p80_ms'], '.3f')}"
+            impl = row["impl"] + (f" ({row['auto_backend']})" if row.get("auto_backend") else "")
             lines.append(
-                f"  {row['impl']:<20} {row['mode']:<9} {_fmt(row['median_ms'], '10.3f')} {spread:>17} "
+                f"  {impl:<20} {row['mode']:<9} {_fmt(row['median_ms'], '10.3f')} {spread:>17} "
                 f"{_fmt(row['us_per_step'], '9.1f')} {_fmt(row['speedup_vs_torch'], '7.2f', '-') + ('x' if row['speedup_vs_torch'] else ''):>8} "
                 f"{_fmt(row['tflops'], '8.3g'):>8} {_fmt(row['peak_mem_mb'], '8.1f'):>8} "
                 f"{_fmt(row['max_rel_err_out'], '8.1e'):>8} {_fmt(row['max_rel_err_grad'], '8.1e'):>8}{flag}")

@@ -19,7 +19,9 @@ from .timing import Timer, rotation_count, summarize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TORCH = "torch.nn"
-TORCH_ALIASES = ("torch", "torch.nn", "cudnn")
+# "torch" names fastrnn's backend of torch's own kernels (fastrnn:torch); torch.nn is "torch.nn".
+TORCH_ALIASES = ("torch.nn", "cudnn")
+AUTO = "auto"  # fastrnn as a user gets it: backend="auto"
 MODES = ("inference", "training")
 MIN_SAMPLES = 3  # timed samples per row even when the time budget is spent
 
@@ -34,7 +36,7 @@ class Impl:
 def known_names() -> List[str]:
     import fastrnn
 
-    return list(TORCH_ALIASES) + list(fastrnn.registered_backends()) + list(peers.PEERS)
+    return list(TORCH_ALIASES) + [AUTO] + list(fastrnn.registered_backends()) + list(peers.PEERS)
 
 
 def select_impls(requested: Optional[List[str]]) -> tuple:
@@ -43,7 +45,7 @@ def select_impls(requested: Optional[List[str]]) -> tuple:
     import fastrnn
     from fastrnn import backends
 
-    names = requested if requested is not None else [TORCH] + fastrnn.registered_backends() + list(peers.PEERS)
+    names = requested if requested is not None else [TORCH, AUTO] + fastrnn.registered_backends() + list(peers.PEERS)
     impls, notes, wanted_peers = [], [], []
     for name in names:
         if name in TORCH_ALIASES:
@@ -51,6 +53,8 @@ def select_impls(requested: Optional[List[str]]) -> tuple:
         elif name in peers.PEERS:
             wanted_peers.append(name)
             continue
+        elif name == AUTO:
+            impl = Impl(f"fastrnn:{AUTO}", "fastrnn", AUTO)
         else:
             why = backends.get_backend(name).unavailable()
             if why is not None:
@@ -93,11 +97,14 @@ def fastrnn_module(config: Config, backend: str, state: dict, device, dtype) -> 
 
 
 def unsupported_reason(config: Config, backend: str, device, dtype) -> Optional[str]:
-    """Ask the backend about every layer-direction's problem (the same as the module would)."""
+    """Ask the backend about every layer-direction's problem (the same as the module would);
+    ``auto`` runs everything (on some backend)."""
     from fastrnn import backends
     from fastrnn.backends import LayerProblem
     from fastrnn.cells import get_cell
 
+    if backend == AUTO:
+        return None
     b = backends.get_backend(backend)
     directions = 2 if config.bidirectional else 1
     for layer in range(config.layers):
@@ -284,6 +291,10 @@ def run_config(config: Config, impls: List[Impl], device: torch.device, device_i
             torch.cuda.empty_cache()
 
     rows = _rows(config, impls, samples, errors, memory, device_info, rotation, repeats, warmup)
+    for row in rows:  # which backend "auto" ran, as explain_backend says
+        if row["backend"] == AUTO:
+            auto = next(m for impl, m in modules.items() if impl.backend == AUTO)
+            row["auto_backend"] = auto.explain_backend(inputs.xs[0]).backend
     return rows, skipped
 
 

@@ -16,7 +16,8 @@ capacity, and a GPU that cannot hold all of the kernel's blocks at once (no coop
 a partitioned or shared GPU): ``fastrnn._C.launch_fit`` asks the CUDA runtime the same questions
 the launcher asks before each launch.
 
-``auto=False``: these kernels have been compiled (sm_80, sm_90a) but never yet run on a GPU.
+``auto`` picks it only for configurations in :data:`fastrnn.measured.FASTER_THAN_TORCH`: these
+kernels have been compiled (sm_80, sm_90a) but never yet run on a GPU, so that table is empty.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Optional
 import torch
 
 from ..backends import Backend, LayerProblem, register_backend
+from ..measured import auto_rule
 from ..cells import CELLS
 from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, MAX_BATCH_TILE, capacity
 
@@ -118,6 +120,6 @@ register_backend(
         run_layer=cuda_layer,
         unavailable=unavailable,
         unsupported=unsupported,
-        auto=False,  # never yet run on a real GPU: only run when named
+        auto=auto_rule("cuda"),  # only where verified on a GPU and measured faster than torch
     )
 )

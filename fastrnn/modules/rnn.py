@@ -27,7 +27,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends
 from ..cells import get_cell
-from ..functional import layer_problem, rnn_layer
+from ..backends import LayerProblem
+from ..functional import rnn_layer
 from ..packing import packed_to_padded, padded_to_packed
 
 
@@ -84,6 +85,7 @@ class RNNBase(nn.Module):
                     names.append(name)
                 self._all_weights.append(names)
         self.reset_parameters()
+        self.flatten_parameters()
 
     @property
     def num_directions(self) -> int:
@@ -95,7 +97,10 @@ class RNNBase(nn.Module):
 
     @property
     def _flat_weights(self) -> List[Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
+        # Straight from _parameters (getattr on a Module is slow, and every forward asks);
+        # a parametrized weight is not in it and is computed by getattr.
+        params = self._parameters
+        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -108,7 +113,16 @@ class RNNBase(nn.Module):
             nn.init.uniform_(weight, -stdv, stdv)
 
     def flatten_parameters(self) -> None:
-        """No-op, kept so code written for torch.nn (e.g. under DataParallel) runs unchanged."""
+        """What torch.nn's does: on a GPU with cuDNN, put the weights in one contiguous buffer,
+        the layout cuDNN reads (else the torch backend's cuDNN call copies them at every call);
+        a no-op elsewhere. torch.nn's own method, which reads only attributes this class shares."""
+        nn.RNNBase.flatten_parameters(self)
+
+    def _apply(self, fn, recurse=True):
+        # As torch.nn: after .to() / .cuda() / .half(), flatten the weights again.
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -131,8 +145,13 @@ class RNNBase(nn.Module):
     # ----------------------------------------------------------------------------- forward
 
     def forward(self, input, hx=None):
-        x, lengths, packed, batched = self._time_major_input(input)
-        h0, c0 = self._initial_state(x, hx, packed is not None, batched)
+        batched = self._check_forward_input(input)
+        choice = backends.explain(self._problem(input, batched), self.backend)
+        run_module = backends.get_backend(choice.backend).run_module
+        if run_module is not None:  # the whole stack in one call (torch's own kernels)
+            return run_module(self, input, hx, batched)
+        x, lengths, packed = self._time_major_input(input, batched)
+        h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
         out, h_n, c_n = self._run_layers(x, h0, c0, lengths)
         if packed is not None:
             output = padded_to_packed(out, packed)
@@ -146,29 +165,48 @@ class RNNBase(nn.Module):
         return output, ((h_n, c_n) if self.cell.has_cell_state else h_n)
 
     def explain_backend(self, input, hx=None) -> backends.BackendChoice:
-        """Which backend a forward on ``input`` would run (for the first layer), and why."""
-        x, lengths, _, _ = self._time_major_input(input)
-        w_hr = getattr(self, "weight_hr_l0", None)
-        problem = layer_problem(self.cell, x, self.hidden_size, w_hr, self.bias, lengths is not None)
-        return backends.explain(problem, self.backend)
+        """Which backend a forward on ``input`` would run, and why the others would not."""
+        return backends.explain(self._problem(input, self._check_forward_input(input)), self.backend)
 
-    def _time_major_input(self, input):
-        """-> (x (T, B, I), lengths or None, PackedSequence or None, batched)."""
+    def _problem(self, input, batched: bool) -> LayerProblem:
+        """The first layer's problem, with the stack around it (what backends decide on)."""
+        if isinstance(input, PackedSequence):
+            data = input.data
+            seq_len = len(input.batch_sizes)
+            batch = int(input.batch_sizes[0]) if seq_len else 0
+        else:
+            data = input
+            seq_len = input.shape[1 if self.batch_first else 0] if batched else input.shape[0]
+            batch = input.shape[0 if self.batch_first else 1] if batched else 1
+        return LayerProblem(
+            cell=self.cell, device=data.device, dtype=data.dtype, input_size=self.input_size,
+            hidden_size=self.hidden_size, proj_size=self.proj_size, batch_size=batch,
+            seq_len=seq_len, has_bias=self.bias, has_lengths=isinstance(input, PackedSequence),
+            num_layers=self.num_layers, bidirectional=self.bidirectional,
+        )
+
+    def _check_forward_input(self, input) -> bool:
+        """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
         name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
             self._check_input(input.data, expected_dim=2)
-            x, lengths = packed_to_padded(input)
-            return x, lengths, input, True
+            return True
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-        batched = input.dim() == 3
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        self._check_input(input, expected_dim=input.dim())
+        return input.dim() == 3
+
+    def _time_major_input(self, input, batched: bool):
+        """-> (x (T, B, I), lengths or None, PackedSequence or None)."""
+        if isinstance(input, PackedSequence):
+            x, lengths = packed_to_padded(input)
+            return x, lengths, input
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
-        self._check_input(x, expected_dim=3)
         if self.batch_first:
             x = x.transpose(0, 1)
-        return x, None, None, batched
+        return x, None, None
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0
@@ -189,9 +227,9 @@ class RNNBase(nn.Module):
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
             )
 
-    def _initial_state(self, x: Tensor, hx, packed: bool, batched: bool):
-        """Validate hx as torch.nn does and return (h0, c0) of shape (layers*dirs, B, *)."""
-        batch = x.shape[1]
+    def _initial_state(self, batch: int, x: Tensor, hx, packed: bool, batched: bool):
+        """Validate hx as torch.nn does and return (h0, c0) of shape (layers*dirs, batch, *),
+        zeros like ``x`` (dtype, device) when hx is None."""
         h_out = self.proj_size if self.proj_size > 0 else self.hidden_size
         h_shape = (self.num_layers * self.num_directions, batch, h_out)
         c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .. import backends
 from ..cells import get_cell
+from ..backends import LayerProblem
 from ..functional import rnn_layer
 
 
@@ -69,6 +70,19 @@ class RNNCellBase(nn.Module):
             raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
+        problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
+                               x.shape[0], 1, self.bias, False)  # a layer of one step
+        run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
+        if run_cell is not None:
+            # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
+            # (with torch.nn's errors, since they are torch.nn's).
+            if states is None:
+                zeros = x.new_zeros(x.shape[0], self.hidden_size)
+                states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
+            elif not batched:
+                states = tuple(s.unsqueeze(0) for s in states)
+            out = run_cell(self, x, states)
+            return out if batched else tuple(t.squeeze(0) for t in out)
         if x.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
         if x.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(x.device.type):

@@ -24,6 +24,7 @@ layer actually runs on this backend. Note that Triton decides at kernel *definit
 to interpret (``TRITON_INTERPRET=1``, runs on the CPU) or compile, so the variable must be set
 before the first Triton layer runs in a process.
 
-The backend is registered with ``auto=False``: ``backend="auto"`` never picks it until the kernels
-have passed the equivalence tests on a real GPU; ``backend="triton"`` runs it.
+``backend="auto"`` picks it only for configurations in :data:`fastrnn.measured.FASTER_THAN_TORCH`
+(passed the equivalence tests on that GPU and measured faster than torch's kernels there; empty
+until a GPU run fills it in); ``backend="triton"`` runs it.
 """

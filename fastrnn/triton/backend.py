@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 
 from ..backends import Backend, LayerProblem, register_backend
+from ..measured import auto_rule
 from .capacity import capacity
 from .cell_ids import CELL_IDS
 
@@ -100,6 +101,6 @@ register_backend(
         run_layer=triton_layer,
         unavailable=unavailable,
         unsupported=unsupported,
-        auto=False,  # not yet verified on a real GPU: only run when named
+        auto=auto_rule("triton"),  # only where verified on a GPU and measured faster than torch
     )
 )

@@ -1,0 +1,73 @@
+"""Where a fastrnn kernel backend may run under ``backend="auto"``: verified and measured faster.
+
+``auto`` must never be slower than torch.nn. A kernel backend ("triton", "cuda") is admitted to
+``auto`` for a problem only when both hold on that GPU:
+
+1. its equivalence tests passed there at the current commit (``bench/gpu_check.sh``), and
+2. ``fastrnn-bench`` measured it faster than torch's own path (cuDNN) for that configuration,
+   side by side in one run.
+
+:data:`FASTER_THAN_TORCH` records such regions, one entry per (backend, GPU name); the GPU check's
+results under ``bench/results/`` are what fill it in, by hand, in a commit that cites the results
+file. It is empty: no fastrnn kernel has run on a GPU yet, so ``auto`` runs torch's kernels (or
+the reference where torch cannot) everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .backends import LayerProblem
+
+
+@dataclass(frozen=True)
+class Region:
+    """Configurations measured faster than torch: a cell, a dtype, and ranges of H, B and T."""
+
+    cell: str  # fastrnn cell name, e.g. "lstm"
+    dtype: torch.dtype
+    hidden: Tuple[int, int]  # inclusive range of hidden_size
+    batch: Tuple[int, int]  # inclusive range of batch_size
+    min_seq_len: int  # at and above this T (a persistent kernel's launch cost is amortised)
+    results: str  # the bench/results/ file that measured it
+
+    def contains(self, problem: LayerProblem) -> bool:
+        return (
+            problem.cell.name == self.cell
+            and problem.dtype == self.dtype
+            and self.hidden[0] <= problem.hidden_size <= self.hidden[1]
+            and self.batch[0] <= problem.batch_size <= self.batch[1]
+            and problem.seq_len >= self.min_seq_len
+        )
+
+
+# (backend name, torch.cuda.get_device_name()) -> regions. Empty until a GPU run fills it in.
+FASTER_THAN_TORCH: Dict[Tuple[str, str], Tuple[Region, ...]] = {}
+
+
+def _device_name(device: torch.device) -> Optional[str]:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(device)
+
+
+_NOT_MEASURED = (
+    "not verified and measured faster than torch's kernels for this configuration on this device "
+    "(fastrnn.measured.FASTER_THAN_TORCH); only run when named"
+)
+
+
+def why_not_auto(backend: str, problem: LayerProblem) -> Optional[str]:
+    """None when ``backend`` is verified and measured faster than torch for ``problem``."""
+    if not FASTER_THAN_TORCH or problem.device.type != "cuda":  # every forward asks: be quick
+        return _NOT_MEASURED
+    regions = FASTER_THAN_TORCH.get((backend, _device_name(problem.device)), ())
+    return None if any(region.contains(problem) for region in regions) else _NOT_MEASURED
+
+
+def auto_rule(backend: str) -> Callable[[LayerProblem], Optional[str]]:
+    """The ``Backend.auto`` function of kernel backend ``backend``."""
+    return lambda problem: why_not_auto(backend, problem)
