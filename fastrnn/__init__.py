@@ -13,6 +13,9 @@ from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from . import reference as _reference  # noqa: F401  (registers the "reference" backend)
 from .triton import backend as _triton_backend  # noqa: F401  (registers "triton")
 from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
+from .serialization import register_safe_globals as _register_safe_globals
+
+_register_safe_globals()
 
 __version__ = "0.1.0"
 
