@@ -14,6 +14,7 @@ from . import reference as _reference  # noqa: F401  (registers the "reference" 
 from .triton import backend as _triton_backend  # noqa: F401  (registers "triton")
 from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .serialization import register_safe_globals as _register_safe_globals
+from .patching import is_patched, patch
 
 _register_safe_globals()
 
@@ -22,4 +23,5 @@ __version__ = "0.1.0"
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "functional", "use_backend", "registered_backends", "BackendError",
+    "patch", "is_patched",
 ]
