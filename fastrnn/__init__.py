@@ -15,6 +15,7 @@ from .triton import backend as _triton_backend  # noqa: F401  (registers "triton
 from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .serialization import register_safe_globals as _register_safe_globals
 from .patching import is_patched, patch
+from .conversion import convert
 
 _register_safe_globals()
 
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "functional", "use_backend", "registered_backends", "BackendError",
-    "patch", "is_patched",
+    "convert", "patch", "is_patched",
 ]
