@@ -124,6 +124,7 @@ def test_undo_restores_torch_nn_exactly():
     before = {cls: dict(vars(cls)) for cls in PATCHED}
     handle = fastrnn.patch()
     assert fastrnn.is_patched() and getattr(nn.LSTM.forward, "_fastrnn_patched", False)
+    assert "cell" in vars(nn.RNNBase) and "qconfig" not in vars(nn.RNNBase)  # torch's quantization unchanged
     inner = fastrnn.patch()  # nested: counted
     inner.undo()
     inner.undo()  # idempotent

@@ -29,6 +29,7 @@ from .. import backends
 from ..cells import cell_of
 from ..functional import layer_problem, rnn_layer
 from ..packing import packed_to_padded, padded_to_packed
+from ..quantization import QConfigAttribute
 
 
 class RNNBase(nn.Module):
@@ -38,6 +39,7 @@ class RNNBase(nn.Module):
     # derived from ``mode``, so whole-module pickles load with torch.load(weights_only=True).
     cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this module runs (from ``mode``).")
     backend = backends.AUTO  # class default: what fastrnn's forward sees on torch.nn modules under patch()
+    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
 
     def __init__(
         self,

@@ -18,12 +18,14 @@ from torch import Tensor, nn
 from .. import backends
 from ..cells import cell_of
 from ..functional import rnn_layer
+from ..quantization import QConfigAttribute
 
 
 class RNNCellBase(nn.Module):
     # As fastrnn.RNNBase: instances hold plain data; the Cell is derived from ``mode``.
     cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this cell runs (from ``mode``).")
     backend = backends.AUTO
+    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None, *, backend="auto"):
         super().__init__()
