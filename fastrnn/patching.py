@@ -27,9 +27,10 @@ Limits:
 - Global and process-wide: the classes themselves are changed, for every thread.
 - TorchScript: ``torch.jit.script`` of a torch.nn recurrent module fails while patched (fastrnn's
   forward is not TorchScript); script it outside the block. ``torch.jit.trace`` works.
-- TorchDynamo does not trace into ``torch.nn.RNNBase`` modules (``torch._dynamo.config.allow_rnn``
-  is False by default): under ``torch.compile`` a patched LSTM/GRU/RNN still runs fastrnn's
-  forward, eagerly, in a graph break, as torch.nn's would. Cells are traced.
+- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM forward
+  (``torch._dynamo.config.allow_rnn`` is False by default) and runs it eagerly; a patched one it
+  traces like fastrnn's own modules (torch 2.14: one graph, no break, for a model around a
+  patched ``nn.LSTM``). Other torch versions may refuse it again; outputs are the same either way.
 - A subclass that overrides ``forward`` with its own computation (not ``super().forward``) is
   not reached; nor is code calling ``torch._VF`` / ``torch.lstm`` directly.
 - A subclass that stores its own attribute under one of the names patch() adds (``cell``,

@@ -163,3 +163,17 @@ def test_subclass_attribute_named_like_a_shim_still_works():
             bad = Tagged(3, 4)
             bad.backend = "no-such-backend"
             bad(torch.randn(2, 1, 3))
+
+
+def test_torch_compile_of_a_patched_model():
+    """Unpatched, Dynamo refuses torch.nn's RNN/GRU/LSTM and runs them eagerly; patched, it traces
+    fastrnn's forward (torch 2.14: the whole model below in one graph). Either way: same outputs."""
+    torch.manual_seed(84)
+    model = nn.Sequential(nn.GRU(3, 5, batch_first=True, dtype=D))
+    x = torch.randn(2, 6, 3, dtype=D)
+    expected = model(x)[0]
+    torch._dynamo.reset()
+    with fastrnn.patch():
+        compiled = torch.compile(model, backend="eager")
+        assert_close(compiled(x)[0], expected)
+    torch._dynamo.reset()
