@@ -3,6 +3,10 @@
     import fastrnn
     lstm = fastrnn.LSTM(input_size, hidden_size, num_layers=2)   # was torch.nn.LSTM
 
+Models already built with torch.nn: ``fastrnn.convert(model)`` swaps their recurrent modules
+(``to="torch"`` swaps back); ``with fastrnn.patch():`` makes torch.nn's own classes (and so their
+subclasses and libraries that type-check them) run fastrnn's forward.
+
 Backends: see :mod:`fastrnn.backends` (``backend=`` argument, ``fastrnn.use_backend``,
 ``FASTRNN_BACKEND``).
 """

@@ -301,3 +301,13 @@ def test_plot_rejects_json_of_another_shape(content, why, tmp_path, capsys):
     assert cli.main(["plot", str(path), "--out", str(tmp_path / "plots")]) == 2
     err = capsys.readouterr().err
     assert f"{path} is not a fastrnn-bench result file" in err and why in err
+
+
+def test_version_recorded_outside_a_checkout(tmp_path):
+    """The JSON names the fastrnn version that ran, which is all there is without a git checkout."""
+    import fastrnn
+    from fastrnn.bench import environment
+
+    assert environment.git_commit(tmp_path) == {"commit": "unknown", "dirty": None}
+    meta = environment.run_metadata(torch.device("cpu"))
+    assert meta["fastrnn"] == fastrnn.__version__

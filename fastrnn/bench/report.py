@@ -61,8 +61,8 @@ def table(result: dict) -> str:
     where = (f"{dev['name']} ({dev['sm_count']} SMs, sm_{dev['capability'][0]}{dev['capability'][1]})"
              if dev["type"] == "cuda" else f"CPU {dev['name']} (torch threads={dev['threads']})")
     lines.append(f"fastrnn-bench  preset={result['settings']['preset']}  {where}")
-    lines.append(f"torch {meta['torch']}  cuda {meta['cuda']}  cudnn {meta['cudnn']}  triton {meta['triton']}  "
-                 f"commit {meta['commit'][:12]}{' (dirty)' if meta.get('git_dirty') else ''}")
+    lines.append(f"fastrnn {meta.get('fastrnn')}  torch {meta['torch']}  cuda {meta['cuda']}  cudnn {meta['cudnn']}  "
+                 f"triton {meta['triton']}  commit {meta['commit'][:12]}{' (dirty)' if meta.get('git_dirty') else ''}")
     tf32 = meta["tf32"]
     if dev["type"] == "cuda":
         lines.append(f"TF32: matmul {'on' if tf32['matmul'] else 'off'}, cuDNN {'on' if tf32['cudnn'] else 'off'} "
