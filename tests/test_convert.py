@@ -131,7 +131,8 @@ def test_subclass_is_left_alone_with_a_warning():
         pass
 
     model = nn.Sequential(MyLSTM(3, 4), nn.GRU(4, 4))
-    with pytest.warns(UserWarning, match=r"left module '0' \(.*MyLSTM, a subclass of torch.nn.modules.rnn.LSTM\).*patch"):
+    match = r"left module '0' \(.*MyLSTM, a subclass of torch.nn.modules.rnn.LSTM\).*patch"
+    with pytest.warns(UserWarning, match=match):
         fastrnn.convert(model)
     assert type(model[0]) is MyLSTM and type(model[1]) is fastrnn.GRU
 

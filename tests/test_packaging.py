@@ -15,7 +15,8 @@ import torch
 import fastrnn
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout of fastrnn (builds its sdist)")
+pytestmark = pytest.mark.skipif(not (ROOT / ".git").exists(),
+                                reason="needs the git checkout of fastrnn (builds its sdist)")
 NEEDED = ["LICENSE", "MANIFEST.in", "README.md", "pyproject.toml", "setup.py", "CMakeLists.txt", "fastrnn/py.typed"]
 
 
