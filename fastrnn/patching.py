@@ -21,6 +21,7 @@ derived attributes (``cell`` from ``mode``, ``num_directions``, ``backend`` defa
 torch.nn's modules lack on ``torch.nn.RNNBase`` / ``torch.nn.RNNCellBase`` (``mode`` too on the
 torch.nn cells), and ``undo()`` restores every class attribute it replaced or removes what it
 added. Nested ``patch()`` calls are counted; torch.nn is restored when the last one is undone.
+Meanwhile fastrnn's other helpers work on torch.nn modules too, e.g. ``lstm.explain_backend(x)``.
 
 Limits:
 

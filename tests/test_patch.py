@@ -177,3 +177,20 @@ def test_torch_compile_of_a_patched_model():
         compiled = torch.compile(model, backend="eager")
         assert_close(compiled(x)[0], expected)
     torch._dynamo.reset()
+
+
+def test_parametrized_module_and_hooks_under_patch(reference_calls):
+    """Parametrizations (read by name in fastrnn's forward) and module hooks behave as unpatched."""
+    from torch.nn.utils.parametrizations import orthogonal
+
+    torch.manual_seed(85)
+    lstm = nn.LSTM(4, 4, dtype=D)
+    orthogonal(lstm, "weight_hh_l0")
+    seen = []
+    lstm.register_forward_hook(lambda module, args, out: seen.append(out[0].shape))
+    x = _leaf(3, 2, 4)
+    _check_patched_matches(lstm, (x,), [x], reference_calls, expected_calls=1)
+    assert seen == [torch.Size([3, 2, 4])] * 2
+    with fastrnn.patch():  # and fastrnn's explain_backend works on torch.nn modules meanwhile
+        choice = lstm.explain_backend(x)
+    assert choice.backend in fastrnn.registered_backends()
