@@ -25,4 +25,4 @@ bench: $(STAMP)
 	$(VENV)/bin/fastrnn-bench
 
 clean:
-	rm -rf build fastrnn/*.so *.egg-info $(VENV)
+	rm -rf build dist fastrnn/*.so fastrnn/_build_info.py *.egg-info $(VENV)

@@ -10,6 +10,11 @@ Environment:
 
 Build the extension in place (e.g. on a GPU machine without network):
   python setup.py build_ext --inplace
+
+With auto, a machine that cannot build the extension (no CUDA build of torch, no nvcc, a source
+tree without kernels/ or csrc/) gets fastrnn without it: the reason is printed (pip shows it with
+-v) and written to fastrnn/_build_info.py, where the "cuda" backend's unavailability message
+reads it.
 """
 
 import os
@@ -21,10 +26,29 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+SOURCES = ["csrc/bindings.cpp", "csrc/probe.cu", "csrc/rnn_forward.cu", "csrc/rnn_backward.cu"]
+BUILD_INFO = os.path.join(ROOT, "fastrnn", "_build_info.py")
 
 
 def _log(msg):
     print(f"fastrnn setup: {msg}", file=sys.stderr)
+
+
+# Commands that build or install the package (pip runs bdist_wheel / editable_wheel); an sdist
+# or metadata query must not overwrite the record of the last real build in this tree.
+BUILD_COMMANDS = {"build", "build_ext", "build_py", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
+def _record(skipped):
+    """Write why the extension was not built (None: it was) for fastrnn's error messages."""
+    if not BUILD_COMMANDS.intersection(sys.argv[1:]):
+        return
+    try:
+        with open(BUILD_INFO, "w") as f:
+            f.write("# Written by setup.py when fastrnn was built; not in git or the sdist.\n")
+            f.write(f"CUDA_EXTENSION_SKIPPED = {skipped!r}\n")
+    except OSError:  # a read-only source tree: the messages then give no build-time reason
+        pass
 
 
 def _cuda_home_from_nvcc(nvcc):
@@ -56,27 +80,41 @@ def cuda_extensions():
     if mode not in ("auto", "0", "1"):
         raise SystemExit(f"FASTRNN_BUILD_CUDA must be auto, 0 or 1, got {mode!r}")
     if mode == "0":
+        _record("FASTRNN_BUILD_CUDA=0 was set when fastrnn was built")
         return [], {}
 
-    def skip(reason):
+    def skip(reason, loud=False):
         if mode == "1":
             raise SystemExit(f"FASTRNN_BUILD_CUDA=1 but the CUDA extension cannot be built: {reason}")
-        _log(f"not building the CUDA extension: {reason}")
+        _record(reason)
+        if loud:  # a machine that may well want CUDA kernels deserves more than one line in a log
+            bar = "*" * 78
+            _log(f"\n{bar}\n  NOT building fastrnn's CUDA extension: {reason}.\n"
+                 f"  backend='cuda' will be unavailable (the reference and triton backends work).\n"
+                 f"  FASTRNN_BUILD_CUDA=1 makes this an error.\n{bar}")
+        else:
+            _log(f"not building the CUDA extension: {reason}")
         return [], {}
 
     try:
         import torch
     except ImportError:
-        return skip("torch is not importable in the build environment (use --no-build-isolation)")
+        return skip("torch is not importable in the build environment (pip builds in an isolated "
+                    "environment unless given --no-build-isolation)", loud=True)
     if torch.version.cuda is None:
         return skip(f"torch {torch.__version__} is not a CUDA build")
+    # An sdist or copy without the CUDA sources: skip (auto) rather than fail in the compiler.
+    missing = [path for path in ["kernels"] + SOURCES if not os.path.exists(os.path.join(ROOT, path))]
+    if missing:
+        return skip(f"this source tree lacks {', '.join(missing)}", loud=True)
     nvcc = os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else shutil.which("nvcc")
     if not nvcc or not os.path.exists(nvcc):
-        return skip("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+        return skip(f"torch {torch.__version__} is a CUDA build but nvcc was not found "
+                    f"(set CUDA_HOME or put nvcc on PATH)", loud=True)
     if not os.environ.get("CUDA_HOME"):
         home = _cuda_home_from_nvcc(nvcc)
         if home is None:
-            return skip(f"could not read the toolkit folder from `{nvcc} --dryrun`")
+            return skip(f"could not read the toolkit folder from `{nvcc} --dryrun`", loud=True)
         os.environ["CUDA_HOME"] = home  # must be set before torch.utils.cpp_extension is imported
     from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
@@ -91,9 +129,10 @@ def cuda_extensions():
     _log(f"building fastrnn._C for sm_{', sm_'.join(archs)} with CUDA_HOME={os.environ['CUDA_HOME']}, "
          f"MAX_JOBS={os.environ['MAX_JOBS']}")
     define = [f'-DFASTRNN_CUDA_ARCHS="{";".join(archs)}"']
+    _record(None)
     ext = CUDAExtension(
         name="fastrnn._C",
-        sources=["csrc/bindings.cpp", "csrc/probe.cu", "csrc/rnn_forward.cu", "csrc/rnn_backward.cu"],
+        sources=SOURCES,
         include_dirs=[os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": ["-O3"] + define,
                             "nvcc": ["-O3", "--expt-relaxed-constexpr"] + define + gencode},

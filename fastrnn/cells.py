@@ -94,6 +94,16 @@ CELLS = {cell.name: cell for cell in (RNN_TANH, RNN_RELU, LSTM, GRU)}
 _BY_MODE = {cell.mode: cell for cell in CELLS.values()}
 
 
+def cell_of(module) -> Cell:
+    """The cell a recurrent module runs, looked up from its torch.nn ``mode`` string.
+
+    Modules keep only ``mode`` (plain data) and reach their Cell through this, so a pickled
+    module holds no functions (``torch.load(weights_only=True)`` can read it), and torch.nn's
+    own modules, which also carry ``mode``, can run fastrnn's forward (:func:`fastrnn.patch`).
+    """
+    return get_cell(module.mode)
+
+
 def get_cell(name_or_mode: str) -> Cell:
     """Look a cell up by fastrnn name ("lstm") or torch.nn mode ("LSTM")."""
     cell = CELLS.get(name_or_mode) or _BY_MODE.get(name_or_mode)

@@ -241,3 +241,76 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for word in ("flashrnn", "sweep-batch", "reference", "torch.nn", "auto", "torchrl"):
         assert word in out
+
+
+def test_output_folder_gets_the_default_name(tmp_path):
+    existing = tmp_path / "results"
+    existing.mkdir()
+    assert cli.main(["--cell", "gru", "--backends", "torch", *TINY, "--output", str(existing)]) == 0
+    (written,) = existing.glob("*.json")
+    result = json.loads(written.read_text())
+    assert written.name == report.default_json_path(result).name
+    new = tmp_path / "new"
+    assert cli.main(["--cell", "gru", "--backends", "torch", *TINY, "--output", f"{new}{os.sep}"]) == 0
+    assert len(list(new.glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("threshold", [-1.0, math.inf], ids=["all-noisy", "none-noisy"])
+def test_noisy_rows_are_flagged(threshold, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(report, "NOISY_SPREAD", threshold)
+    out = tmp_path / "r.json"
+    assert cli.main(["--cell", "gru", "--backends", "torch,reference", *TINY, "--output", str(out)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert rows and all(r["spread_rel"] == pytest.approx((r["p80_ms"] - r["p20_ms"]) / r["median_ms"], abs=1e-4)
+                        for r in rows)
+    noisy = threshold < 0
+    assert all(r["noisy"] is noisy for r in rows)
+    assert (table.count("~ noisy: p20-p80 spread") == len(rows)) is noisy
+    assert any("marked '~ noisy'" in n for n in result["notes"]) is noisy
+
+
+def test_mark_noisy_speedup_against_a_noisy_torch_row():
+    rows = [dict(median_ms=10.0, p20_ms=5.0, p80_ms=15.0), dict(median_ms=2.0, p20_ms=1.99, p80_ms=2.01),
+            dict(median_ms=None, p20_ms=None, p80_ms=None)]
+    assert report.mark_noisy(rows) == 1
+    assert [r["noisy"] for r in rows] == [True, False, False] and rows[2]["spread_rel"] is None
+    base = dict(cell="gru", batch=1, seq_len=4, input_size=5, hidden_size=8, layers=1, bidirectional=False,
+                dtype="float32", mode="training", p20_ms=1.0, p80_ms=1.0, us_per_step=1.0, tflops=1.0,
+                peak_mem_mb=None, max_rel_err_out=0.0, max_rel_err_grad=0.0, error_ok=True, torch_nn_path="CPU")
+    torch_row = dict(base, impl="torch.nn", impl_kind="torch", median_ms=1.0, p20_ms=0.5, p80_ms=1.5,
+                     speedup_vs_torch=None)
+    fast_row = dict(base, impl="fastrnn:reference", impl_kind="fastrnn", median_ms=0.5, p20_ms=0.5, p80_ms=0.5,
+                    speedup_vs_torch=2.0)
+    report.mark_noisy([torch_row, fast_row])
+    result = {"metadata": {"device": {"type": "cpu", "name": "x", "threads": 1}, "torch": "t", "cuda": None,
+                           "cudnn": None, "triton": None, "commit": "unknown", "tf32": {}},
+              "settings": {"preset": "default", "timing_method": "m", "repeats": 2, "warmup": 0},
+              "rows": [torch_row, fast_row], "skipped": [], "notes": []}
+    lines = report.table(result).splitlines()
+    assert "~ noisy torch.nn row: speed-up uncertain" in next(l for l in lines if "fastrnn:reference" in l)
+
+
+@pytest.mark.parametrize("content, why", [
+    ({"results": []}, "schema is None, expected 'fastrnn-bench/1'"),
+    ([1, 2], "expected a JSON object, got list"),
+    ({"schema": "fastrnn-bench/1", "metadata": {"device": {"type": "cpu", "name": "x"}}, "rows": [{"impl": "a"}]},
+     "row 0 lacks batch"),
+])
+def test_plot_rejects_json_of_another_shape(content, why, tmp_path, capsys):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(content))
+    assert cli.main(["plot", str(path), "--out", str(tmp_path / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not a fastrnn-bench result file" in err and why in err
+
+
+def test_version_recorded_outside_a_checkout(tmp_path):
+    """The JSON names the fastrnn version that ran, which is all there is without a git checkout."""
+    import fastrnn
+    from fastrnn.bench import environment
+
+    assert environment.git_commit(tmp_path) == {"commit": "unknown", "dirty": None}
+    meta = environment.run_metadata(torch.device("cpu"))
+    assert meta["fastrnn"] == fastrnn.__version__

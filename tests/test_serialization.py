@@ -126,3 +126,63 @@ def test_half_precision_parameters():
     assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
     out, h = fast(torch.randn(4, 2, 5, dtype=torch.bfloat16))
     assert out.dtype == h.dtype == torch.bfloat16
+
+
+class UserModel(torch.nn.Module):
+    """A user's model holding every fastrnn module, as word_language_model's RNNModel holds one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = fastrnn.LSTM(5, 8, num_layers=2, proj_size=3, dtype=D)
+        self.gru = fastrnn.GRU(3, 6, bidirectional=True, dtype=D)
+        self.rnn = fastrnn.RNN(12, 4, nonlinearity="relu", backend="reference", dtype=D)
+        self.cells = torch.nn.ModuleList(
+            [fastrnn.LSTMCell(4, 4, dtype=D), fastrnn.GRUCell(4, 4, dtype=D), fastrnn.RNNCell(4, 4, dtype=D)]
+        )
+
+    def forward(self, x):
+        y = self.rnn(self.gru(self.lstm(x)[0])[0])[0][-1]
+        h, _ = self.cells[0](y)
+        return self.cells[2](self.cells[1](h))
+
+
+def test_whole_model_loads_with_weights_only(tmp_path):
+    """torch.save(model) of a user class with fastrnn modules inside loads with torch.load's
+    default weights_only=True when only the user's class is allowed: fastrnn's public classes
+    are on the allowlist (registered on import) and the pickle names nothing private."""
+    torch.manual_seed(71)
+    model = UserModel().eval()
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    user_classes = [UserModel, torch.nn.ModuleList]  # what the user allows, as for torch.nn models
+    assert sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path)) == sorted(
+        f"{c.__module__}.{c.__qualname__}" for c in user_classes)
+    with pytest.raises(pickle.UnpicklingError, match="UserModel"):  # weights_only is really on
+        torch.load(path)
+    with torch.serialization.safe_globals(user_classes):
+        loaded = torch.load(path)
+    x = torch.randn(7, 2, 5, dtype=D)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.rnn.backend == "reference" and loaded.rnn.nonlinearity == "relu"
+    assert list(loaded.state_dict()) == list(model.state_dict())
+
+
+def test_registered_safe_globals_are_the_public_classes():
+    from fastrnn.serialization import SAFE_GLOBALS
+
+    allowed = set(torch.serialization.get_safe_globals())
+    assert set(SAFE_GLOBALS) <= allowed
+    assert set(SAFE_GLOBALS) == {getattr(fastrnn, n) for n in ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")}
+
+
+@pytest.mark.parametrize("group,kind", ALL, ids=IDS)
+def test_pickled_state_is_plain_data(group, kind):
+    """No Cell (a dataclass of private functions) in the instance state; it is derived from mode."""
+    _, fast = _pair(group, kind)
+    assert "cell" not in vars(fast) and fast.cell.mode == fast.mode
+    # A pickle of an earlier version, holding the Cell, still loads (and drops it)
+    old = copy.copy(fast)
+    old.__dict__["cell"] = fast.cell
+    clone = pickle.loads(pickle.dumps(old))
+    assert "cell" not in vars(clone)
+    _assert_same_outputs(fast, clone, _input(group))

@@ -140,7 +140,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help="TF32 for float32 matmuls and cuDNN (default: leave torch's flags as they are)")
     p.add_argument("--no-check", action="store_true", help="skip the float64 error check (errors reported as null)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
-    p.add_argument("--output", "-o", help="JSON result path (default: bench/results/<date>_<device>_<commit>.json)")
+    p.add_argument("--output", "-o", help="JSON result path, or a folder to write the default name into "
+                                          "(default: bench/results/<date>_<device>_<commit>.json)")
     p.add_argument("--no-save", action="store_true", help="do not write the JSON file")
     p.add_argument("--csv", help="also write the rows as CSV to this path")
     p.add_argument("--strict", action="store_true",
@@ -283,6 +284,9 @@ def _run(args, parser) -> int:
     if short:
         notes.append(f"{short} row(s) got fewer than {repeats} samples: the time budget "
                      f"({budget:g} s for the run's timed rounds; --time-budget) was spent; see 'samples'")
+    noisy = report.mark_noisy(rows)
+    if noisy:
+        notes.append(report.noisy_note(noisy))
     timer = runner.Timer(device)
     result = {
         "schema": "fastrnn-bench/1",
@@ -305,7 +309,7 @@ def _run(args, parser) -> int:
     result["wall_s"] = round(time.perf_counter() - started, 2)
     print(report.table(result))
     if not args.no_save:
-        path = Path(args.output) if args.output else report.default_json_path(result)
+        path = report.json_path(args.output, result)
         report.write_json(result, path)
         print(f"\nwrote {path}", file=sys.stderr)
     if args.csv:

@@ -105,7 +105,7 @@ def run_metadata(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "triton": package_version("triton"),
-        "fastrnn": package_version("fastrnn") or _fastrnn_version(),
+        "fastrnn": _fastrnn_version() or package_version("fastrnn"),  # the code that ran, checkout or not
         "python": platform.python_version(),
         "platform": platform.platform(),
         "commit": git["commit"],

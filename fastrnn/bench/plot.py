@@ -11,12 +11,35 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from .report import load
 
+SCHEMA = "fastrnn-bench/1"  # what fastrnn.bench.cli writes
 SWEPT = {"batch": "batch size B", "hidden_size": "hidden size H", "seq_len": "sequence length T"}
 OTHER = ("cell", "batch", "seq_len", "input_size", "hidden_size", "layers", "bidirectional", "dtype")
+
+
+ROW_KEYS = set(OTHER) | {"impl", "mode", "speedup_vs_torch"}
+
+
+def not_a_result(result) -> Optional[str]:
+    """Why ``result`` (a parsed JSON file) is not something :func:`series` can plot; None if it is."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    if result.get("schema") != SCHEMA:
+        return f"schema is {result.get('schema')!r}, expected {SCHEMA!r}"
+    device = result.get("metadata", {}).get("device") if isinstance(result.get("metadata"), dict) else None
+    if not isinstance(device, dict) or "type" not in device or "name" not in device:
+        return "no metadata.device with type and name"
+    rows = result.get("rows")
+    if not isinstance(rows, list):
+        return "no list of rows"
+    for i, row in enumerate(rows):
+        missing = sorted(ROW_KEYS - set(row)) if isinstance(row, dict) else ["(not an object)"]
+        if missing:
+            return f"row {i} lacks {', '.join(missing)}"
+    return None
 
 
 def series(results: List[dict], dim: str, mode: str) -> dict:
@@ -37,6 +60,17 @@ def series(results: List[dict], dim: str, mode: str) -> dict:
 
 def plot_files(paths: List[str], out_dir: str) -> int:
     try:
+        results = load(paths)
+    except (OSError, ValueError) as exc:
+        print(f"fastrnn-bench plot: cannot read results: {exc}", file=sys.stderr)
+        return 2
+    for path, result in zip(paths, results):
+        why = not_a_result(result)
+        if why:
+            print(f"fastrnn-bench plot: {path} is not a fastrnn-bench result file ({why}); "
+                  f"plot reads the JSON files `fastrnn-bench` writes", file=sys.stderr)
+            return 2
+    try:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -45,11 +79,6 @@ def plot_files(paths: List[str], out_dir: str) -> int:
         print("fastrnn-bench plot needs matplotlib, which is not installed: "
               "pip install matplotlib  (or pip install 'fastrnn[plot]')", file=sys.stderr)
         return 1
-    try:
-        results = load(paths)
-    except (OSError, ValueError) as exc:
-        print(f"fastrnn-bench plot: cannot read results: {exc}", file=sys.stderr)
-        return 2
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

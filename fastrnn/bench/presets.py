@@ -51,7 +51,7 @@ class Config:
 # Published numbers for the `flashrnn` preset's shape (design.md §5): H100 SXM, B=16, T=1024,
 # I=H=768 LSTM, milliseconds.
 ANCHORS = {
-    "title": "published anchors, H100 SXM, LSTM B=16 T=1024 I=H=768 (design.md §5)",
+    "title": "published anchors (cuDNN, FlashRNN, haste), H100 SXM, LSTM B=16 T=1024 I=H=768",
     "rows": [
         {"implementation": "cuDNN via torch.nn.LSTM, fp16 (persistent algorithm)", "forward_ms": 2.01, "train_ms": 5.19},
         {"implementation": "FlashRNN fused CUDA, bf16", "forward_ms": 4.87, "train_ms": 13.61},
@@ -97,7 +97,7 @@ def _grids(name: str, device_type: str) -> List[Dict[str, list]]:
 PRESETS = {
     "default": "LSTM, GRU and Elman(tanh) from small batch to large; sized by device",
     "flashrnn": "B=16 T=1024 I=H=768, bf16 and fp16, LSTM/GRU/Elman: the shape with published "
-                "numbers (design.md §5); prints those anchors next to the table",
+                "numbers (FlashRNN's and cuDNN's on an H100); prints those anchors next to the table",
     "targets": "the kernel issues' speed targets: the flashrnn preset plus B=256 H=1024 (bf16, "
                "T=1024) for LSTM/GRU/Elman",
     "sweep-batch": "LSTM, batch size swept (T, H fixed; sized by device)",

@@ -16,12 +16,33 @@ ROW_FIELDS = [
     "impl", "impl_kind", "backend", "mode", "torch_nn_path", "tf32",
     # time
     "median_ms", "p20_ms", "p80_ms", "min_ms", "samples", "warmup", "input_buffers", "us_per_step",
-    "speedup_vs_torch", "flops", "tflops",
+    "speedup_vs_torch", "flops", "tflops", "spread_rel", "noisy",
     # memory
     "peak_mem_mb", "peak_mem_method",
     # correctness against the float64 reference
     "max_rel_err_out", "max_rel_err_grad", "grad_errors", "error_vs_torch", "error_tolerance", "error_ok",
 ]
+
+
+# A row is noisy when its p20-p80 spread exceeds this fraction of its median: its time, and any
+# speed-up computed from it, is not stable to the precision the table prints.
+NOISY_SPREAD = 0.10
+
+
+def mark_noisy(rows: List[dict]) -> int:
+    """Add ``spread_rel`` ((p80 - p20) / median) and ``noisy`` to each row; return how many are noisy."""
+    for row in rows:
+        median, p20, p80 = row.get("median_ms"), row.get("p20_ms"), row.get("p80_ms")
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (median, p20, p80)) and median > 0
+        row["spread_rel"] = round((p80 - p20) / median, 4) if ok else None
+        row["noisy"] = bool(ok and row["spread_rel"] > NOISY_SPREAD)
+    return sum(row["noisy"] for row in rows)
+
+
+def noisy_note(count: int) -> str:
+    return (f"{count} row(s) marked '~ noisy': p20-p80 spread above {NOISY_SPREAD:.0%} of the median; "
+            f"their times and speed-ups (a speed-up is also uncertain when its torch.nn row is noisy) "
+            f"are not reliable; rerun on a quiet machine or with more --repeats")
 
 
 def _fmt(value, spec: str, none: str = "-") -> str:
@@ -40,8 +61,8 @@ def table(result: dict) -> str:
     where = (f"{dev['name']} ({dev['sm_count']} SMs, sm_{dev['capability'][0]}{dev['capability'][1]})"
              if dev["type"] == "cuda" else f"CPU {dev['name']} (torch threads={dev['threads']})")
     lines.append(f"fastrnn-bench  preset={result['settings']['preset']}  {where}")
-    lines.append(f"torch {meta['torch']}  cuda {meta['cuda']}  cudnn {meta['cudnn']}  triton {meta['triton']}  "
-                 f"commit {meta['commit'][:12]}{' (dirty)' if meta.get('git_dirty') else ''}")
+    lines.append(f"fastrnn {meta.get('fastrnn')}  torch {meta['torch']}  cuda {meta['cuda']}  cudnn {meta['cudnn']}  "
+                 f"triton {meta['triton']}  commit {meta['commit'][:12]}{' (dirty)' if meta.get('git_dirty') else ''}")
     tf32 = meta["tf32"]
     if dev["type"] == "cuda":
         lines.append(f"TF32: matmul {'on' if tf32['matmul'] else 'off'}, cuDNN {'on' if tf32['cudnn'] else 'off'} "
@@ -59,6 +80,7 @@ def table(result: dict) -> str:
         groups.setdefault(_key(row), ([], []))[0].append(row)
     for skip in result["skipped"]:
         groups.setdefault(_key(skip["config"]), ([], []))[1].append(skip)
+    noisy_torch = {(_key(r), r["mode"]) for r in result["rows"] if r.get("noisy") and r["impl_kind"] == "torch"}
     for key, (rows, skips) in groups.items():
         lines.append("")
         cell, batch, seq_len, input_size, hidden_size, layers, bidirectional, dtype = key
@@ -74,6 +96,10 @@ def table(result: dict) -> str:
             lines.append(header)
         for row in rows:
             flag = "" if row["error_ok"] in (True, None) else "  ! error above tolerance"
+            if row.get("noisy"):
+                flag += f"  ~ noisy: p20-p80 spread {row['spread_rel']:.0%} of the median"
+            elif row.get("speedup_vs_torch") is not None and (key, row["mode"]) in noisy_torch:
+                flag += "  ~ noisy torch.nn row: speed-up uncertain"
             spread = f"{_fmt(row['p20_ms'], '.3f')}-{_fmt(row['p80_ms'], '.3f')}"
             impl = row["impl"] + (f" ({row['auto_backend']})" if row.get("auto_backend") else "")
             lines.append(
@@ -110,6 +136,17 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def json_path(output, result: dict) -> Path:
+    """Where ``--output`` puts the JSON: the path given, or the default name inside it when it
+    is a folder (an existing one, or one written with a trailing slash)."""
+    if output is None:
+        return default_json_path(result)
+    path = Path(output)
+    if path.is_dir() or str(output).endswith(("/", "\\")):
+        return default_json_path(result, path)
+    return path
 
 
 def default_json_path(result: dict, directory: Path = Path("bench/results")) -> Path:

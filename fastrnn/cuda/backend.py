@@ -44,8 +44,15 @@ def _extension_error() -> Optional[str]:
     try:
         ext = importlib.import_module("fastrnn._C")
     except ImportError as exc:
-        return (f"the CUDA extension fastrnn._C is not built ({exc}); build it with "
-                f"`python setup.py build_ext --inplace` (needs nvcc and a CUDA build of torch)")
+        try:
+            from .._build_info import CUDA_EXTENSION_SKIPPED as why
+        except ImportError:  # built before setup.py kept a record, or not by setup.py
+            why = None
+        return (f"this fastrnn install has no CUDA extension fastrnn._C "
+                f"({'not built: ' + why if why else exc}). It is compiled when fastrnn is installed "
+                f"from source on a machine with nvcc and a CUDA build of torch: "
+                f"`FASTRNN_BUILD_CUDA=1 pip install --no-build-isolation <fastrnn source folder or sdist>` "
+                f"(in a source checkout: `python setup.py build_ext --inplace`)")
     missing = [name for name in EXTENSION_FUNCTIONS if not hasattr(ext, name)]
     if missing:
         return f"fastrnn._C is an old build without {missing}; rebuild it"

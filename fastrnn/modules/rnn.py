@@ -26,14 +26,21 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends
-from ..cells import get_cell
 from ..backends import LayerProblem
+from ..cells import cell_of
 from ..functional import rnn_layer
 from ..packing import packed_to_padded, padded_to_packed
+from ..quantization import QConfigAttribute
 
 
 class RNNBase(nn.Module):
     """Shared constructor, parameters and forward of RNN, LSTM and GRU."""
+
+    # Instances hold plain data only (mode, sizes, flags, the backend name): the Cell is
+    # derived from ``mode``, so whole-module pickles load with torch.load(weights_only=True).
+    cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this module runs (from ``mode``).")
+    backend = backends.AUTO  # class default: what fastrnn's forward sees on torch.nn modules under patch()
+    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
 
     def __init__(
         self,
@@ -52,7 +59,6 @@ class RNNBase(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.cell = get_cell(mode)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -86,6 +92,10 @@ class RNNBase(nn.Module):
                 self._all_weights.append(names)
         self.reset_parameters()
         self.flatten_parameters()
+
+    def __setstate__(self, state):
+        state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
+        super().__setstate__(state)
 
     @property
     def num_directions(self) -> int:

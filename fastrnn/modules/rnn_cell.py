@@ -16,12 +16,18 @@ import torch
 from torch import Tensor, nn
 
 from .. import backends
-from ..cells import get_cell
 from ..backends import LayerProblem
+from ..cells import cell_of
 from ..functional import rnn_layer
+from ..quantization import QConfigAttribute
 
 
 class RNNCellBase(nn.Module):
+    # As fastrnn.RNNBase: instances hold plain data; the Cell is derived from ``mode``.
+    cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this cell runs (from ``mode``).")
+    backend = backends.AUTO
+    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
+
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None, *, backend="auto"):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -31,7 +37,7 @@ class RNNCellBase(nn.Module):
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
-        self.cell = get_cell(mode)
+        self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -47,6 +53,12 @@ class RNNCellBase(nn.Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+
+    def __setstate__(self, state):
+        old_cell = state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
+        if old_cell is not None:
+            state.setdefault("mode", old_cell.mode)
+        super().__setstate__(state)
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""

@@ -45,7 +45,8 @@ def _import_error() -> Optional[str]:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install raising anything else
-        return f"triton cannot be imported ({type(exc).__name__}: {exc})"
+        return (f"triton cannot be imported ({type(exc).__name__}: {exc}); CUDA builds of torch "
+                f"bring it, or `pip install fastrnn[triton]`")
     return None
 
 
