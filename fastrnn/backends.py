@@ -185,7 +185,8 @@ def _requested(argument: str) -> tuple:
 
 def explain(problem: LayerProblem, argument: str = AUTO) -> BackendChoice:
     """Decide which backend runs ``problem``; raise BackendError if a named one cannot."""
-    if torch.compiler.is_compiling():  # sizes may be symbolic: hashing them would specialise
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # Sizes may be symbolic (hashing them would specialise), and backends decide differently.
         return _decide(problem, argument)
     key = (problem, argument, _context_backend, os.environ.get(ENV_VAR), _REGISTRY_VERSION[0], len(_REGISTRY))
     choice = _DECISIONS.get(key)

@@ -313,3 +313,15 @@ def test_weights_flattened_for_cudnn_on_gpu():
         warnings.simplefilter("error")  # cuDNN warns when it has to compact the weights per call
         out = fast(x)[0]
     torch.testing.assert_close(out, ref(x)[0], rtol=0, atol=0)
+
+
+def test_compiled_module_under_auto_does_not_trace_torch_kernels():
+    # Inductor cannot compile torch's CPU RNN kernel (aten.mkldnn_rnn_layer) and Dynamo refuses
+    # torch.nn's RNNs: a traced fastrnn layer runs another backend, in one graph.
+    torch.manual_seed(0)
+    gru = fastrnn.GRU(3, 4)
+    x = torch.randn(3, 2, 3)
+    compiled = torch.compile(gru, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x)[0], gru(x)[0], rtol=1e-6, atol=1e-6)
+    traced = torch.jit.trace(gru, (x,), check_trace=False)
+    torch.testing.assert_close(traced(x)[0], gru(x)[0], rtol=1e-6, atol=1e-6)
