@@ -6,6 +6,9 @@ fastrnn's layers run on a padded (T, B, *) batch in the caller's original order 
 vector, so hidden states need no permutation, and the packed output is rebuilt with the input's
 own ``batch_sizes`` / ``sorted_indices`` / ``unsorted_indices``, exactly as torch.nn returns it.
 Both conversions are differentiable (boolean-mask gather and scatter).
+
+A hand-built PackedSequence is checked first (:func:`check_packed`): ``batch_sizes`` must be what
+the pack_* functions produce, or the layout above does not exist.
 """
 
 from __future__ import annotations
@@ -17,6 +20,48 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 
+def _show(sizes) -> str:
+    return str(sizes) if len(sizes) <= 12 else f"[{', '.join(map(str, sizes[:12]))}, ...] ({len(sizes)} steps)"
+
+
+def check_packed(packed: PackedSequence) -> None:
+    """Raise for a PackedSequence no pack_* function produces, where torch.nn raises too (a
+    RuntimeError; TypeError for a non-integer ``batch_sizes``): ``batch_sizes`` must be a
+    non-empty 1-D integer tensor of positive, non-increasing counts summing to the rows of
+    ``data``; ``sorted_indices`` / ``unsorted_indices``, when given, one entry per sequence."""
+    batch_sizes = packed.batch_sizes
+    if (not isinstance(batch_sizes, Tensor) or batch_sizes.dtype.is_floating_point
+            or batch_sizes.dtype.is_complex or batch_sizes.dtype == torch.bool):
+        what = batch_sizes.dtype if isinstance(batch_sizes, Tensor) else type(batch_sizes).__name__
+        raise TypeError(f"PackedSequence.batch_sizes must be an integer tensor, got {what}")
+    if batch_sizes.dim() != 1 or batch_sizes.numel() == 0:
+        raise RuntimeError(
+            "PackedSequence.batch_sizes must be a non-empty 1-D tensor (the number of sequences at "
+            f"each time step), got shape {tuple(batch_sizes.shape)}"
+        )
+    sizes = batch_sizes.tolist()
+    if min(sizes) <= 0:
+        raise RuntimeError(f"PackedSequence.batch_sizes must be positive, got {_show(sizes)}")
+    if any(later > earlier for earlier, later in zip(sizes, sizes[1:])):
+        raise RuntimeError(
+            "PackedSequence.batch_sizes must be non-increasing (sequences sorted longest first), "
+            f"got {_show(sizes)}"
+        )
+    rows = packed.data.shape[0] if packed.data.dim() else 0
+    if sum(sizes) != rows:
+        raise RuntimeError(
+            f"PackedSequence.batch_sizes sum to {sum(sizes)}, but data has {rows} rows (one per "
+            "sequence and step)"
+        )
+    for name in ("sorted_indices", "unsorted_indices"):
+        indices = getattr(packed, name)
+        if indices is not None and tuple(indices.shape) != (sizes[0],):
+            raise RuntimeError(
+                f"PackedSequence.{name} must have one entry per sequence ({sizes[0]}), got shape "
+                f"{tuple(indices.shape)}"
+            )
+
+
 def _valid_mask(packed: PackedSequence, device) -> Tensor:
     """(T, B) bool: entry [t, k] is True when sorted sequence k has a step t."""
     batch_sizes = packed.batch_sizes.to(device)
@@ -25,7 +70,9 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
 
 
 def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
-    """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64)."""
+    """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
+    Checks ``packed`` first (:func:`check_packed`)."""
+    check_packed(packed)
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])

@@ -162,12 +162,14 @@ class RNNBase(nn.Module):
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         batched = input.dim() == 3
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         self._check_input(x, expected_dim=3)
         if self.batch_first:
             x = x.transpose(0, 1)
+        if x.shape[0] == 0:  # torch.nn's words; a PackedSequence always has a step (check_packed)
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         return x, None, None, batched
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
@@ -287,8 +289,10 @@ def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_fir
     for name, value in (("bias", bias), ("batch_first", batch_first)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    # bool is an int for the sizes, as in torch.nn: LSTM(4, True) has hidden_size 1. Not for
+    # num_layers: torch.nn accepts num_layers=True and then fails in every forward.
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or (name == "num_layers" and isinstance(value, bool)):
             raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
         if value <= 0:
             raise ValueError(f"{name} must be greater than zero, got {value}")
