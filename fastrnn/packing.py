@@ -13,9 +13,10 @@ the pack_* functions produce, or the layout above does not exist.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
@@ -73,6 +74,10 @@ def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
     Checks ``packed`` first (:func:`check_packed`)."""
     check_packed(packed)
+    return _to_padded(packed)
+
+
+def _to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])
@@ -92,3 +97,17 @@ def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     mask = _valid_mask(like, out.device)
     data = out[mask]  # row-major over (T, B): exactly the packed order
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def layer_dropout(x: Tensor, p: float, packed: Optional[PackedSequence]) -> Tensor:
+    """Dropout between layers where torch.nn applies it: ``F.dropout(rows, p)`` on the packed rows
+    (sum(batch_sizes), F) of a layer's output when the input was ``packed``, so the random draws
+    (their number and order) are torch.nn's for the same seed on the CPU; on the padded
+    (T, B, F) output otherwise. Returns the padded (T, B, F) input of the next layer (zeros
+    past each sequence's end)."""
+    if packed is None:
+        return F.dropout(x, p, training=True)
+    rows = padded_to_packed(x, packed).data
+    dropped = PackedSequence(F.dropout(rows, p, training=True), packed.batch_sizes, packed.sorted_indices,
+                             packed.unsorted_indices)
+    return _to_padded(dropped)[0]

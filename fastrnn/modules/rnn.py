@@ -21,14 +21,13 @@ import warnings
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import backends
 from ..cells import get_cell
 from ..functional import layer_problem, rnn_layer
-from ..packing import packed_to_padded, padded_to_packed
+from ..packing import layer_dropout, packed_to_padded, padded_to_packed
 
 
 class RNNBase(nn.Module):
@@ -133,7 +132,7 @@ class RNNBase(nn.Module):
     def forward(self, input, hx=None):
         x, lengths, packed, batched = self._time_major_input(input)
         h0, c0 = self._initial_state(x, hx, packed is not None, batched)
-        out, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+        out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
         if packed is not None:
             output = padded_to_packed(out, packed)
         elif not batched:
@@ -234,7 +233,8 @@ class RNNBase(nn.Module):
                 raise RuntimeError(f"Expected {name} on device {x.device} (the input's), got {tensor.device}")
         return h0, c0
 
-    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor]):
+    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
+                    packed: Optional[PackedSequence] = None):
         h_finals, c_finals = [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -260,7 +260,7 @@ class RNNBase(nn.Module):
                 c_finals.append(c)
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = layer_dropout(x, self.dropout, packed)
         c_n = torch.stack(c_finals) if self.cell.has_cell_state else None
         return x, torch.stack(h_finals), c_n
 
