@@ -29,7 +29,8 @@ def check_packed(packed: PackedSequence) -> None:
     """Raise for a PackedSequence no pack_* function produces, where torch.nn raises too (a
     RuntimeError; TypeError for a non-integer ``batch_sizes``): ``batch_sizes`` must be a
     non-empty 1-D integer tensor of positive, non-increasing counts summing to the rows of
-    ``data``; ``sorted_indices`` / ``unsorted_indices``, when given, one entry per sequence."""
+    ``data``; ``sorted_indices`` / ``unsorted_indices``, when given, one entry per sequence.
+    Under torch.compile only the dtype and shape of ``batch_sizes`` are checked."""
     batch_sizes = packed.batch_sizes
     if (not isinstance(batch_sizes, Tensor) or batch_sizes.dtype.is_floating_point
             or batch_sizes.dtype.is_complex or batch_sizes.dtype == torch.bool):
@@ -40,6 +41,10 @@ def check_packed(packed: PackedSequence) -> None:
             "PackedSequence.batch_sizes must be a non-empty 1-D tensor (the number of sequences at "
             f"each time step), got shape {tuple(batch_sizes.shape)}"
         )
+    if torch.compiler.is_compiling():
+        # The value checks below read batch_sizes on the host: in a traced graph that is a
+        # data-dependent guard (a graph break, or an error under fullgraph). Eager mode checks.
+        return
     sizes = batch_sizes.tolist()
     if min(sizes) <= 0:
         raise RuntimeError(f"PackedSequence.batch_sizes must be positive, got {_show(sizes)}")

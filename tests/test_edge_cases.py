@@ -104,6 +104,26 @@ def test_lstm_cell_hx_list_accepted_as_torch():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_cell_state_dims_must_follow_the_input(kind):
+    """A 1-D state for a batched input gave a bare IndexError (batch == hidden_size; torch.nn
+    too), a 2-D state for an unbatched input a hidden_size error about the batch (torch.nn too):
+    fastrnn says which dimensionality it expected."""
+    ref_cls, fast_cls, extra = CELLS[kind]
+    cell = fast_cls(3, 4, **extra)
+
+    def hx(*shape):
+        h = torch.randn(*shape)
+        return (h, h) if kind == "LSTMCell" else h
+
+    with pytest.raises(IndexError):
+        ref_cls(3, 4, **extra)(torch.randn(4, 3), hx(4))
+    with pytest.raises(RuntimeError, match="for batched 2-D input, hidden0 should also be 2-D, got 1-D"):
+        cell(torch.randn(4, 3), hx(4))
+    with pytest.raises(RuntimeError, match="for unbatched 1-D input, hidden0 should also be 1-D, got 2-D"):
+        cell(torch.randn(3), hx(2, 4))
+
+
 # ----------------------------------------------------------------------------- item 6
 
 

@@ -122,7 +122,7 @@ def _cell_forward_cases():
         case("input_3d", lambda m: m(_x(2, 3, 5)), ["1D or 2D", "3D"])
         case("input_0d", lambda m: m(torch.tensor(1.0, dtype=D)), ["1D or 2D", "0D"])
         case("hidden_3d", lambda m, hx=hx: m(_x(3, 5), hx(torch.zeros(1, 3, 4, dtype=D))), ["1D or 2D", "3D"])
-        case("input_1d_hidden_2d", lambda m, hx=hx: m(_x(5), hx(torch.zeros(1, 4, dtype=D))), ["hidden_size", "got 1"])
+        case("input_1d_hidden_2d", lambda m, hx=hx: m(_x(5), hx(torch.zeros(1, 4, dtype=D))), ["unbatched 1-D", "2-D"])
         if lstm:
             case("cx_size", lambda m: m(_x(3, 5), (torch.zeros(3, 4, dtype=D), torch.zeros(3, 5, dtype=D))),
                  ["hidden1", "got 5", "expected 4"])

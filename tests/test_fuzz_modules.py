@@ -153,12 +153,15 @@ DELIBERATE = {
     "packed_input_size_lstm": "torch.nn's LSTM (oneDNN path) runs packed input of the wrong size",
     "c0_dtype": "torch.nn promotes a c0 of another dtype; fastrnn raises",
     "lstm_cell_hx_none_member": "torch.nn raises AttributeError, fastrnn TypeError",
+    "cell_hx_unbatched_for_batched": "torch.nn raises IndexError when batch == hidden_size, fastrnn RuntimeError",
 }
 
 
 def _bad_input_case(seed):
-    """-> (mutation name, call(lib) that builds a module and runs it on broken input)."""
+    """-> (mutation name, call(lib) that builds a module or cell and runs it on broken input)."""
     rng = random.Random(5000 + seed)
+    if rng.random() < 0.35:
+        return _bad_cell_input_case(rng, seed)
     cls = rng.choice(["RNN", "LSTM", "GRU"])
     lstm = cls == "LSTM"
     I, H, T, B = rng.randint(2, 4), rng.randint(2, 4), rng.randint(1, 3), rng.randint(1, 3)
@@ -208,6 +211,52 @@ def _bad_input_case(seed):
         for p in module.parameters():
             nn.init.uniform_(p, -0.5, 0.5)
         return module(x) if hx is None else module(x, hx)
+
+    return name, call
+
+
+def _bad_cell_input_case(rng, seed):
+    cls = rng.choice(["RNNCell", "LSTMCell", "GRUCell"])
+    lstm = cls == "LSTMCell"
+    I, H, B = rng.randint(2, 4), rng.randint(2, 4), rng.randint(1, 3)
+    gen = torch.Generator().manual_seed(seed)
+
+    def t(*shape, dtype=D):
+        return torch.randn(*shape, generator=gen, dtype=D).to(dtype)
+
+    mutations = {
+        "cell_input_size": lambda: (t(B, I + 1), None),
+        "cell_input_size_unbatched": lambda: (t(I + 1), None),
+        "cell_input_dims_3": lambda: (t(1, B, I), None),
+        "cell_input_dims_0": lambda: (t(()), None),
+        "cell_input_dtype": lambda: (t(B, I, dtype=torch.float32), None),
+        "cell_input_dtype_and_size": lambda: (t(B, I + 1, dtype=torch.float32), None),
+        "cell_hx_batch": lambda: (t(B, I), (t(B + 1, H), t(B + 1, H))),
+        "cell_hx_hidden": lambda: (t(B, I), (t(B, H + 1), t(B, H))),
+        "cell_hx_dims_3": lambda: (t(B, I), (t(1, B, H), t(1, B, H))),
+        "cell_hx_unbatched_for_batched": lambda: (t(B, I), (t(H), t(H))),
+        "cell_hx_batched_for_unbatched": lambda: (t(I), (t(B, H), t(B, H))),
+        "cell_hx_dtype": lambda: (t(B, I), (t(B, H, dtype=torch.float32), t(B, H))),
+    }
+    if lstm:
+        mutations.update({
+            "lstm_cell_hx_triple": lambda: (t(B, I), (t(B, H), t(B, H), t(B, H))),
+            "lstm_cell_hx_single": lambda: (t(B, I), (t(B, H),)),
+            "lstm_cell_hx_stacked": lambda: (t(B, I), t(2, B, H)),
+            "lstm_cell_hx_none_member": lambda: (t(B, I), (t(B, H), None)),
+        })
+    name = rng.choice(sorted(mutations))
+    x, hx = mutations[name]()
+    if hx is not None and not lstm:
+        hx = hx[0]
+
+    def call(lib):
+        extra = {} if lib is nn else {"backend": "reference"}
+        cell = getattr(lib, cls)(I, H, dtype=D, **extra)
+        torch.manual_seed(seed)
+        for p in cell.parameters():
+            nn.init.uniform_(p, -0.5, 0.5)
+        return cell(x) if hx is None else cell(x, hx)
 
     return name, call
 

@@ -80,6 +80,12 @@ class RNNCellBase(nn.Module):
         if states is None:
             states = (x.new_zeros(x.size(0), self.hidden_size),) * (2 if self.cell.has_cell_state else 1)
         else:
+            want = 2 if batched else 1
+            for k, s in enumerate(states):
+                if s.dim() != want:  # torch.nn: an IndexError, or a hidden_size error about the batch
+                    kind = "batched 2-D" if batched else "unbatched 1-D"
+                    raise RuntimeError(f"{cls_name}: for {kind} input, hidden{k} should also be {want}-D, "
+                                       f"got {s.dim()}-D")
             states = tuple(s if batched else s.unsqueeze(0) for s in states)
             for k, s in enumerate(states):
                 if s.size(0) != x.size(0):
