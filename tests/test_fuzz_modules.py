@@ -3,7 +3,7 @@ backend="reference" named explicitly: random configurations (cell, layers, direc
 batch_first, dropout in training, eval-mode backward, padded / packed / unbatched input, batch 0,
 given or absent states, non-contiguous inputs and states), each compared in outputs, final states
 and the gradients of the input, the states and every parameter. A failing case names its seed:
-``pytest tests/test_fuzz_modules.py -k "[17]"`` reruns it. Bounded: a few seconds in all.
+``pytest "tests/test_fuzz_modules.py::test_module_matches_torch[17]"`` reruns it. Bounded: a few seconds in all.
 
 Also fuzzed: bad input. Each case breaks one thing of a valid call; where torch.nn raises,
 fastrnn must raise the same exception type (its message is tested in test_errors.py and
