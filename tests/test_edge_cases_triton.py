@@ -202,3 +202,20 @@ def test_first_order_backward_still_runs_the_kernel():
     before = triton_autograd.LAUNCHES["backward"]
     run_and_grad(lambda *a: rnn_layer(cell, *a, backend="triton"), inputs)
     assert triton_autograd.LAUNCHES["backward"] == before + 1
+
+
+@pytest.mark.parametrize("sizes", [(3, 0), (0, 16)])
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_with_size_0(cls, sizes):
+    """Item 6 on this backend: torch.nn's cells take sizes 0; hidden size 0 has no kernel work
+    (built on the reference), input size 0 runs the kernels on the biases alone."""
+    torch.manual_seed(4)
+    cell = getattr(fastrnn, cls)(*sizes, backend="triton").to(DEVICE)
+    ref = getattr(fastrnn, cls)(*sizes, backend="reference").to(DEVICE).double()
+    ref.load_state_dict(cell.state_dict())
+    x = torch.randn(2, sizes[0], device=DEVICE)
+    got, expected = cell(x), ref(x.double())
+    for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+        assert g.shape == e.shape == (2, sizes[1])
+        if e.numel():
+            assert rel_err(g, e) < FP32_TOL
