@@ -77,8 +77,8 @@ def _h(*shape):
     ((_h(2, 4), _h(2, 4), _h(2, 4)), RuntimeError, "expects two hidden states", True),
     ((_h(2, 4),), RuntimeError, "expects two hidden states", True),
     ((), RuntimeError, "expects two hidden states", True),
-    (torch.stack([_h(2, 4), _h(2, 4)]), TypeError, r"tuple \(h_0, c_0\) of two tensors, got a Tensor of shape \(2, 2, 4\)",
-     True),
+    (torch.stack([_h(2, 4), _h(2, 4)]), TypeError,
+     r"tuple \(h_0, c_0\) of two tensors, got a Tensor of shape \(2, 2, 4\)", True),
     (_h(2, 4), TypeError, "got a Tensor of shape", True),
     # torch.nn: AttributeError ('NoneType' object has no attribute 'dim'), TypeError (not iterable)
     ((_h(2, 4), None), TypeError, r"hx\[1\] must be a Tensor, got NoneType", False),

@@ -20,7 +20,8 @@ from fastrnn.reference import reference_layer
 from kernel_helpers import INPUT_NAMES, assert_matches, make_layer_inputs, run_and_grad
 
 BY_ID = {cell.kernel_id: cell for cell in CELLS.values()}
-AUTOGRAD_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fastrnn", "cuda", "autograd.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUTOGRAD_PY = os.path.join(ROOT, "fastrnn", "cuda", "autograd.py")
 TOL = 1e-10  # float64 throughout: the stand-in and the reference differ by rounding only
 
 

@@ -215,7 +215,9 @@ def test_cells_with_size_0(cls, sizes):
     ref.load_state_dict(cell.state_dict())
     x = torch.randn(2, sizes[0], device=DEVICE)
     got, expected = cell(x), ref(x.double())
-    for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+    if not isinstance(got, tuple):
+        got, expected = (got,), (expected,)
+    for g, e in zip(got, expected):
         assert g.shape == e.shape == (2, sizes[1])
         if e.numel():
             assert rel_err(g, e) < FP32_TOL

@@ -70,10 +70,11 @@ class CudaLayer(torch.autograd.Function):
         cell = ctx.cell
         # Gradients of unused outputs arrive as None under some autograd paths: zeros then.
         dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
-        dh_t = dh_t.contiguous() if dh_t is not None else torch.zeros_like(h0, memory_format=torch.contiguous_format)
+        zeros = torch.zeros(h0.shape, dtype=h0.dtype, device=h0.device)  # dense, whatever h0's layout
+        dh_t = dh_t.contiguous() if dh_t is not None else zeros
         dc_arg = None
         if cell == LSTM:
-            dc_arg = dc_t.contiguous() if dc_t is not None else torch.zeros_like(h0, memory_format=torch.contiguous_format)
+            dc_arg = dc_t.contiguous() if dc_t is not None else zeros
         dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, ctx.tf32, dout, dh_t, dc_arg, w_hh, saved, lengths)
         LAUNCHES["backward"] += 1
 
