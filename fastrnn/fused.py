@@ -12,6 +12,11 @@ here once:
     dW_ih = dgx^T @ x                        (G*H, T*B) x (T*B, I)
     dW_hh = dgh^T @ h_prev                   h_prev[t] = state before step t
     db_ih = sum_{t,b} dgx,   db_hh = sum_{t,b} dgh
+
+Also shared: what the autograd Functions save (the caller's own input tensors, so that a graph of
+the backward stays connected to them; the kernels get contiguous copies, made where they are
+used), double backward (:func:`differentiable_backward`), and empty problems (no kernel work:
+the reference builds their graph, so gradients come out as zeros, not None).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .cells import CELLS
 
 
 def uses_tf32(dtype: torch.dtype) -> bool:
@@ -38,9 +45,13 @@ def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh
     if weight_hr is not None:  # the backends' unsupported() rejects this before we get here
         raise NotImplementedError(f"the {backend_name} backend does not implement proj_size > 0")
     seq_len, batch, _ = x.shape
-    if seq_len == 0 or batch == 0:
-        # Nothing to compute: out is empty and the state passes through unchanged.
-        return x.new_zeros((seq_len, batch, weight_hh.shape[1])), h0, c0
+    if seq_len == 0 or batch == 0 or weight_hh.shape[0] == 0:
+        # Nothing for a kernel to compute, but the result must still be part of the graph
+        # (zero gradients for the weights and states, as torch.nn gives): the reference's
+        # graph of an empty problem is exactly that.
+        from .reference import reference_layer
+
+        return reference_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, None, lengths, reverse)
     if lengths is None:
         lengths = torch.full((batch,), seq_len, dtype=torch.int32, device=x.device)
     else:
@@ -94,6 +105,46 @@ def input_and_weight_grads(needs, is_gru: bool, has_bias: bool, dgx: Tensor, dgh
     db_ih = dgx2.sum(0) if has_bias and need_b_ih else None
     db_hh = dgh2.sum(0) if has_bias and need_b_hh else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
+def save_inputs(ctx, cell_name: str, reverse: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, *extra):
+    """Save what every fused backward needs: the Function's own inputs (not contiguous copies
+    of them: a double backward must reach the caller's tensors through them), the int32
+    lengths, then ``extra`` (outputs and kernel buffers). Read back with :func:`saved_inputs`."""
+    ctx.cell_name, ctx.reverse, ctx.has_bias = cell_name, reverse, b_ih is not None
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, *extra)
+
+
+def saved_inputs(ctx):
+    """-> ((x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths, extra tuple) as saved by save_inputs."""
+    saved = ctx.saved_tensors
+    return saved[:7], saved[7], saved[8:]
+
+
+def differentiable_backward(ctx, grads):
+    """The backward of a fused layer Function when autograd records it (``create_graph=True``,
+    i.e. grad mode is on inside ``backward``): the layer is recomputed by the reference from
+    the saved inputs and differentiated with ``create_graph=True``, so second derivatives (a
+    gradient penalty, ``gradgradcheck``) are the reference's, exact to its precision. The
+    kernels have no differentiable backward; this path never runs them.
+
+    ``grads`` are the gradients of (out, h_T[, c_T]). Returns the Function's gradient tuple."""
+    from .reference import reference_layer
+
+    inputs, lengths, _ = saved_inputs(ctx)
+    cell = CELLS[ctx.cell_name]
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
+    with torch.enable_grad():
+        out, h_t, c_t = reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, ctx.reverse)
+    outputs = (out, h_t, c_t) if cell.has_cell_state else (out, h_t)
+    # Unused outputs may bring None gradients (set_materialize_grads off elsewhere): zeros then.
+    grads = [g if g is not None else torch.zeros_like(y) for g, y in zip(grads, outputs)]
+    wanted = [k for k, tensor in enumerate(inputs) if tensor is not None and ctx.needs_input_grad[3 + k]]
+    found = torch.autograd.grad(outputs, [inputs[k] for k in wanted], grads, create_graph=True, allow_unused=True)
+    result = [None] * 10
+    for k, grad in zip(wanted, found):
+        result[3 + k] = grad if grad is not None else torch.zeros_like(inputs[k])
+    return tuple(result)
 
 
 def backward_outputs(ctx, is_gru: bool, is_lstm: bool, dgx: Tensor, dghn: Optional[Tensor],

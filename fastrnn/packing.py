@@ -6,15 +6,66 @@ fastrnn's layers run on a padded (T, B, *) batch in the caller's original order 
 vector, so hidden states need no permutation, and the packed output is rebuilt with the input's
 own ``batch_sizes`` / ``sorted_indices`` / ``unsorted_indices``, exactly as torch.nn returns it.
 Both conversions are differentiable (boolean-mask gather and scatter).
+
+A hand-built PackedSequence is checked first (:func:`check_packed`): ``batch_sizes`` must be what
+the pack_* functions produce, or the layout above does not exist.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
+
+
+def _show(sizes) -> str:
+    return str(sizes) if len(sizes) <= 12 else f"[{', '.join(map(str, sizes[:12]))}, ...] ({len(sizes)} steps)"
+
+
+def check_packed(packed: PackedSequence) -> None:
+    """Raise for a PackedSequence no pack_* function produces, where torch.nn raises too (a
+    RuntimeError; TypeError for a non-integer ``batch_sizes``): ``batch_sizes`` must be a
+    non-empty 1-D integer tensor of positive, non-increasing counts summing to the rows of
+    ``data``; ``sorted_indices`` / ``unsorted_indices``, when given, one entry per sequence.
+    Under torch.compile only the dtype and shape of ``batch_sizes`` are checked."""
+    batch_sizes = packed.batch_sizes
+    if (not isinstance(batch_sizes, Tensor) or batch_sizes.dtype.is_floating_point
+            or batch_sizes.dtype.is_complex or batch_sizes.dtype == torch.bool):
+        what = batch_sizes.dtype if isinstance(batch_sizes, Tensor) else type(batch_sizes).__name__
+        raise TypeError(f"PackedSequence.batch_sizes must be an integer tensor, got {what}")
+    if batch_sizes.dim() != 1 or batch_sizes.numel() == 0:
+        raise RuntimeError(
+            "PackedSequence.batch_sizes must be a non-empty 1-D tensor (the number of sequences at "
+            f"each time step), got shape {tuple(batch_sizes.shape)}"
+        )
+    if torch.compiler.is_compiling():
+        # The value checks below read batch_sizes on the host: in a traced graph that is a
+        # data-dependent guard (a graph break, or an error under fullgraph). Eager mode checks.
+        return
+    sizes = batch_sizes.tolist()
+    if min(sizes) <= 0:
+        raise RuntimeError(f"PackedSequence.batch_sizes must be positive, got {_show(sizes)}")
+    if any(later > earlier for earlier, later in zip(sizes, sizes[1:])):
+        raise RuntimeError(
+            "PackedSequence.batch_sizes must be non-increasing (sequences sorted longest first), "
+            f"got {_show(sizes)}"
+        )
+    rows = packed.data.shape[0] if packed.data.dim() else 0
+    if sum(sizes) != rows:
+        raise RuntimeError(
+            f"PackedSequence.batch_sizes sum to {sum(sizes)}, but data has {rows} rows (one per "
+            "sequence and step)"
+        )
+    for name in ("sorted_indices", "unsorted_indices"):
+        indices = getattr(packed, name)
+        if indices is not None and tuple(indices.shape) != (sizes[0],):
+            raise RuntimeError(
+                f"PackedSequence.{name} must have one entry per sequence ({sizes[0]}), got shape "
+                f"{tuple(indices.shape)}"
+            )
 
 
 def _valid_mask(packed: PackedSequence, device) -> Tensor:
@@ -25,7 +76,13 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
 
 
 def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
-    """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64)."""
+    """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
+    Checks ``packed`` first (:func:`check_packed`)."""
+    check_packed(packed)
+    return _to_padded(packed)
+
+
+def _to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])
@@ -45,3 +102,17 @@ def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     mask = _valid_mask(like, out.device)
     data = out[mask]  # row-major over (T, B): exactly the packed order
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def layer_dropout(x: Tensor, p: float, packed: Optional[PackedSequence]) -> Tensor:
+    """Dropout between layers where torch.nn applies it: ``F.dropout(rows, p)`` on the packed rows
+    (sum(batch_sizes), F) of a layer's output when the input was ``packed``, so the random draws
+    (their number and order) are torch.nn's for the same seed on the CPU; on the padded
+    (T, B, F) output otherwise. Returns the padded (T, B, F) input of the next layer (zeros
+    past each sequence's end)."""
+    if packed is None:
+        return F.dropout(x, p, training=True)
+    rows = padded_to_packed(x, packed).data
+    dropped = PackedSequence(F.dropout(rows, p, training=True), packed.batch_sizes, packed.sorted_indices,
+                             packed.unsorted_indices)
+    return _to_padded(dropped)[0]

@@ -207,16 +207,3 @@ def test_batch_of_zero_with_hx_and_cells():
         assert cls(5, 4, dtype=D)(torch.randn(0, 5, dtype=D)).shape == (0, 4)
     h, c = fastrnn.LSTMCell(5, 4, dtype=D)(torch.randn(0, 5, dtype=D))
     assert h.shape == c.shape == (0, 4)
-
-
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_zero_length_sequence_returns_initial_state(kind):
-    """T = 0: empty output, final state = initial state (torch.nn on the CPU agrees)."""
-    torch.manual_seed(67)
-    ref, fast = make_pair(kind, 5, 24, num_layers=2)
-    x = torch.randn(0, 3, 5, dtype=D)
-    hx = random_hx(fast, 3)
-    out, state = fast(x, hx)
-    assert out.shape == (0, 3, 24)
-    for s, s0 in zip(flat(state), flat(hx)):
-        assert torch.equal(s, s0)

@@ -115,3 +115,33 @@ def test_no_warning_otherwise(kw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fastrnn.LSTM(5, 4, **kw)
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True], ids=["unsorted", "sorted"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_training_dropout_matches_torch_with_same_seed(kind, enforce_sorted):
+    """torch.nn drops out the packed rows of each layer's output (not a padded batch), so the
+    number and order of its random draws differ from the padded case; fastrnn's masks are
+    torch.nn's for the same seed with PackedSequence input too (lengths with ties)."""
+    torch.manual_seed(55)
+    ref, fast = make_pair(kind, 5, 24, num_layers=3, dropout=0.4, bidirectional=True)
+    lengths = [7, 2, 5, 7, 1] if not enforce_sorted else [7, 7, 5, 2, 1]
+    x = torch.randn(7, len(lengths), 5, dtype=torch.float64)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
+    results = []
+    for module in (ref, fast):
+        data = packed.data.clone().requires_grad_()
+        torch.manual_seed(8)
+        out, state = module(nn.utils.rnn.PackedSequence(data, *packed[1:]))
+        results.append((out.data, state, data))
+    (out_ref, state_ref, data_ref), (out_fast, state_fast, data_fast) = results
+    assert_close(out_fast, out_ref)
+    for a, b in zip(state_fast if isinstance(state_fast, tuple) else (state_fast,),
+                    state_ref if isinstance(state_ref, tuple) else (state_ref,)):
+        assert_close(a, b)
+    g = torch.randn_like(out_ref)
+    out_ref.backward(g)
+    out_fast.backward(g)
+    assert_close(data_fast.grad, data_ref.grad)
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters()):
+        assert_close(q.grad, p.grad, msg=name)

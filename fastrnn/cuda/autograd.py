@@ -15,8 +15,8 @@ tf32 = fused.uses_tf32(dtype): float32 recurrent products on TF32 tensor cores o
 allows TF32 for matmuls; bf16/fp16 always run them on tensor cores (kernels/block_product.cuh).
 
 The forward saves fp32 activations (kernels/cell_math.cuh: 1 value per unit and step for Elman,
-5 for LSTM and GRU). The backward is @once_differentiable (use backend="reference" for double
-backward).
+5 for LSTM and GRU). Double backward: when autograd records the backward (``create_graph=True``)
+it is recomputed differentiably on the reference (fused.differentiable_backward).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from fastrnn import _C
 
-from ..fused import backward_outputs, input_projection, run_layer, uses_tf32
+from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
+                     saved_inputs, uses_tf32)
 from .backend import CELL_IDS
 
 LSTM, GRU = CELL_IDS["lstm"], CELL_IDS["gru"]
@@ -48,30 +48,33 @@ class CudaLayer(torch.autograd.Function):
         gx, b_hn = input_projection(cell == GRU, x, w_ih, b_ih, b_hh)
         if cell == GRU and b_hn is None:
             b_hn = w_hh.new_zeros(hidden)
-        w_hh_c = w_hh.contiguous()
-        h0 = h0.contiguous()
+        # _C requires contiguous tensors; the Function's own inputs (what backward saves) stay
+        # as given.
         c0_arg = c0.contiguous() if cell == LSTM else None
         tf32 = uses_tf32(x.dtype)
-        out, h_t, c_t, saved = _C.rnn_forward(cell, reverse, tf32, gx, w_hh_c, b_hn, h0, c0_arg, lengths)
+        out, h_t, c_t, saved = _C.rnn_forward(cell, reverse, tf32, gx, w_hh.contiguous(), b_hn, h0.contiguous(),
+                                              c0_arg, lengths)
         LAUNCHES["forward"] += 1
-        ctx.cell, ctx.reverse, ctx.tf32 = cell, reverse, tf32
-        ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, h0, w_ih, w_hh_c, out, saved, lengths)
+        ctx.cell, ctx.tf32 = cell, tf32
+        save_inputs(ctx, cell_name, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, out, saved)
         if cell == LSTM:
             return out, h_t, c_t
         return out, h_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout: Tensor, dh_t: Tensor, dc_t: Optional[Tensor] = None):
-        x, h0, w_ih, w_hh, out, saved, lengths = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
+            return differentiable_backward(ctx, (dout, dh_t, dc_t))
+        (x, h0, _, w_ih, w_hh, _, _), lengths, (out, saved) = saved_inputs(ctx)
+        w_hh = w_hh.contiguous()
         cell = ctx.cell
         # Gradients of unused outputs arrive as None under some autograd paths: zeros then.
         dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
-        dh_t = dh_t.contiguous() if dh_t is not None else torch.zeros_like(h0)
+        zeros = torch.zeros(h0.shape, dtype=h0.dtype, device=h0.device)  # dense, whatever h0's layout
+        dh_t = dh_t.contiguous() if dh_t is not None else zeros
         dc_arg = None
         if cell == LSTM:
-            dc_arg = dc_t.contiguous() if dc_t is not None else torch.zeros_like(h0)
+            dc_arg = dc_t.contiguous() if dc_t is not None else zeros
         dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, ctx.tf32, dout, dh_t, dc_arg, w_hh, saved, lengths)
         LAUNCHES["backward"] += 1
 

@@ -9,7 +9,7 @@ Supported: cells rnn_tanh, rnn_relu, lstm, gru; forward and reverse direction; p
 lengths (0 allowed); given or zero h0/c0; with or without biases; float32, float16, bfloat16
 (fp32 math, fp32 carried state); CUDA tensors; hidden sizes up to
 :func:`fastrnn.cuda.capacity.capacity` for the tensor's GPU. Backward (train and eval mode);
-no double backward (``@once_differentiable``).
+double backward by recomputing the backward on the reference when a graph of it is recorded.
 Not supported (reason strings; ``auto`` falls back, a named request raises
 :class:`fastrnn.BackendError`): CPU tensors, proj_size > 0, float64, hidden sizes beyond the
 capacity, and a GPU that cannot hold all of the kernel's blocks at once (no cooperative launch,

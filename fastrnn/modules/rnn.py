@@ -21,7 +21,6 @@ import warnings
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -29,7 +28,7 @@ from .. import backends
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
-from ..packing import packed_to_padded, padded_to_packed
+from ..packing import layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
 
 
@@ -162,7 +161,7 @@ class RNNBase(nn.Module):
             return run_module(self, input, hx, batched)
         x, lengths, packed = self._time_major_input(input, batched)
         h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
-        out, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+        out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
         if packed is not None:
             output = padded_to_packed(out, packed)
         elif not batched:
@@ -216,6 +215,8 @@ class RNNBase(nn.Module):
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         if self.batch_first:
             x = x.transpose(0, 1)
+        if x.shape[0] == 0:  # torch.nn's words; a PackedSequence always has a step (check_packed)
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         return x, None, None
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
@@ -280,7 +281,8 @@ class RNNBase(nn.Module):
                 raise RuntimeError(f"Expected {name} on device {x.device} (the input's), got {tensor.device}")
         return h0, c0
 
-    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor]):
+    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
+                    packed: Optional[PackedSequence] = None):
         h_finals, c_finals = [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -306,7 +308,7 @@ class RNNBase(nn.Module):
                 c_finals.append(c)
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = layer_dropout(x, self.dropout, packed)
         c_n = torch.stack(c_finals) if self.cell.has_cell_state else None
         return x, torch.stack(h_finals), c_n
 
@@ -335,8 +337,10 @@ def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_fir
     for name, value in (("bias", bias), ("batch_first", batch_first)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    # bool is an int for the sizes, as in torch.nn: LSTM(4, True) has hidden_size 1. Not for
+    # num_layers: torch.nn accepts num_layers=True and then fails in every forward.
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or (name == "num_layers" and isinstance(value, bool)):
             raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
         if value <= 0:
             raise ValueError(f"{name} must be greater than zero, got {value}")

@@ -4,13 +4,17 @@ Same constructor (plus ``backend=``), parameters, initialisation, forward and er
 One cell step is a layer of one time step, so it runs through the same seam,
 :func:`fastrnn.functional.rnn_layer`, as the multi-step modules.
 
-One deliberate difference: an unknown ``nonlinearity`` for RNNCell raises ValueError in the
-constructor (as torch.nn.RNN does) instead of RuntimeError at the first forward.
+As torch.nn's cells: sizes may be 0 (a hidden size of 0 gives (B, 0) states), any integer type
+is a size, ``bias`` is taken for its truth value. Deliberate differences: an unknown
+``nonlinearity`` for RNNCell raises ValueError in the constructor (as torch.nn.RNN does) instead
+of RuntimeError at the first forward; a negative or non-integer size raises a RuntimeError /
+TypeError naming the argument (torch.nn's come from ``torch.empty``).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -31,12 +35,10 @@ class RNNCellBase(nn.Module):
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None, *, backend="auto"):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name} must be greater than zero, got {value}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+            if value < 0:
+                raise RuntimeError(f"Trying to create tensor with negative dimension {value}: {name} must be >= 0")
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -46,7 +48,7 @@ class RNNCellBase(nn.Module):
         gate_size = self.cell.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
-        if bias:
+        if bias:  # torch.nn takes any value for its truth, and keeps it as given
             self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
             self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
         else:
@@ -62,7 +64,7 @@ class RNNCellBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 
@@ -104,6 +106,12 @@ class RNNCellBase(nn.Module):
         if states is None:
             states = (x.new_zeros(x.size(0), self.hidden_size),) * (2 if self.cell.has_cell_state else 1)
         else:
+            want = 2 if batched else 1
+            for k, s in enumerate(states):
+                if s.dim() != want:  # torch.nn: an IndexError, or a hidden_size error about the batch
+                    kind = "batched 2-D" if batched else "unbatched 1-D"
+                    raise RuntimeError(f"{cls_name}: for {kind} input, hidden{k} should also be {want}-D, "
+                                       f"got {s.dim()}-D")
             states = tuple(s if batched else s.unsqueeze(0) for s in states)
             for k, s in enumerate(states):
                 if s.size(0) != x.size(0):
@@ -153,9 +161,22 @@ class LSTMCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx=None):
         if hx is not None:
+            _check_state_pair(hx)
             for k, value in enumerate(hx):
                 self._check_hidden_dims("LSTMCell", value, f"hx[{k}]")
         return self._step("LSTMCell", input, hx)
+
+
+def _check_state_pair(hx) -> None:
+    """hx of an LSTMCell: a tuple (or list) of two tensors, as torch.nn's lstm_cell requires."""
+    if not isinstance(hx, (tuple, list)):
+        what = f"a Tensor of shape {tuple(hx.shape)}" if isinstance(hx, Tensor) else type(hx).__name__
+        raise TypeError(f"LSTMCell: hx must be a tuple (h_0, c_0) of two tensors, got {what}")
+    if len(hx) != 2:
+        raise RuntimeError(f"LSTMCell expects two hidden states (h_0, c_0), got a {type(hx).__name__} of {len(hx)}")
+    for k, value in enumerate(hx):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"LSTMCell: hx[{k}] must be a Tensor, got {type(value).__name__}")
 
 
 class GRUCell(RNNCellBase):

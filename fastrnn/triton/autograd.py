@@ -17,9 +17,9 @@ SM, else one launch per step.
 The forward saves fp32 activations for the backward (cell_ids.NUM_SAVED values per unit and
 step: 1 Elman, 5 LSTM, 4 GRU) instead of recomputing them: fast, at (T, B, S*H) * 4 bytes.
 
-The backward is @once_differentiable: a second derivative through this backend raises
-"trying to differentiate twice a function that was marked with @once_differentiable". Use
-backend="reference" for double backward.
+Double backward: when autograd records the backward (``create_graph=True``), the backward is
+recomputed differentiably on the reference (fused.differentiable_backward) instead of running the
+kernel, so second derivatives are exact, never silently cut off at the kernel.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Optional
 import torch
 import triton
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from ..fused import backward_outputs, input_projection, run_layer, uses_tf32
+from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
+                     saved_inputs, uses_tf32)
 from .backward import recurrent_backward_kernel
 from .capacity import MIN_BLOCK, block_size, small_h_capacity
 from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
@@ -147,14 +147,16 @@ class TritonLayer(torch.autograd.Function):
         gx, b_hn = input_projection(cell == GRU, x, w_ih, b_ih, b_hh)
         if b_hn is None:  # the kernels take a b_hn pointer for every cell
             b_hn = w_hh.new_zeros(hidden)
+        # The kernels index h0, c0 and W_hh as dense row-major arrays; the Function's own inputs
+        # (what backward saves) stay as given.
         w_hh_c = w_hh.contiguous()
-        h0 = h0.contiguous()
-        c0_arg = c0.contiguous() if c0 is not None else h0  # never read for non-LSTM cells
+        h0_c = h0.contiguous()
+        c0_arg = c0.contiguous() if c0 is not None else h0_c  # never read for non-LSTM cells
 
         # Not zero-filled: the kernel writes every element (the tests check that with POISON).
         out = _empty(seq_len, batch, hidden, like=x)
-        h_t = _empty(batch, hidden, like=h0)
-        c_t = _empty(batch, hidden, like=h0) if cell == LSTM else h_t
+        h_t = _empty(batch, hidden, like=h0_c)
+        c_t = _empty(batch, hidden, like=h0_c) if cell == LSTM else h_t
         saved = _empty(seq_len, batch, NUM_SAVED[cell] * hidden, like=x, dtype=torch.float32)
         plan = make_plan(batch, hidden, num_gates, x.dtype, x.device)
         consts = dict(
@@ -165,16 +167,16 @@ class TritonLayer(torch.autograd.Function):
         with _device_guard(x):  # Triton launches on the current CUDA device
             if not plan.large_h:
                 recurrent_forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-                    gx, w_hh_c, b_hn, h0, c0_arg, lengths, out, h_t, c_t, saved, seq_len, batch, **consts
+                    gx, w_hh_c, b_hn, h0_c, c0_arg, lengths, out, h_t, c_t, saved, seq_len, batch, **consts
                 )
                 LAUNCHES["forward"] += 1
             else:
                 grid = (plan.slices(hidden), plan.groups)
                 hbuf = _empty(2, batch, hidden, like=x, dtype=torch.float32)
-                hbuf[0].copy_(h0)
+                hbuf[0].copy_(h0_c)
                 hdot = _empty(2, batch, hidden, like=w_hh_c)
-                hdot[0].copy_(h0)
-                cbuf = c0_arg.float().clone()
+                hdot[0].copy_(h0_c)
+                cbuf = c0_arg.float().clone(memory_format=torch.contiguous_format)
                 counters = torch.zeros(grid[1], dtype=torch.int32, device=x.device)
                 steps = [(0, seq_len)] if plan.persistent else [(k, k + 1) for k in range(seq_len)]
                 for k_begin, k_end in steps:
@@ -186,19 +188,19 @@ class TritonLayer(torch.autograd.Function):
                 h_t.copy_(hbuf[seq_len % 2])
                 if cell == LSTM:
                     c_t.copy_(cbuf)
-        ctx.plan = plan
-
-        ctx.cell, ctx.reverse, ctx.num_gates = cell, reverse, num_gates
-        ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh_c, out, saved, lengths)
+        ctx.plan, ctx.cell, ctx.num_gates = plan, cell, num_gates
+        save_inputs(ctx, cell_name, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, out, saved)
         if cell == LSTM:
             return out, h_t, c_t
         return out, h_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout: Tensor, dh_t: Tensor, dc_t: Optional[Tensor] = None):
-        x, h0, c0, w_ih, w_hh, out, saved, lengths = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
+            return differentiable_backward(ctx, (dout, dh_t, dc_t))
+        (x, h0, c0, w_ih, w_hh, _, _), lengths, (out, saved) = saved_inputs(ctx)
+        w_hh = w_hh.contiguous()
+        h0 = h0.contiguous()
         cell, num_gates = ctx.cell, ctx.num_gates
         seq_len, batch, _ = x.shape
         hidden = w_hh.shape[1]
@@ -208,7 +210,7 @@ class TritonLayer(torch.autograd.Function):
         dgx = _empty(seq_len, batch, num_gates * hidden, like=x)
         dghn = _empty(seq_len, batch, hidden, like=x) if cell == GRU else dgx
         plan = ctx.plan
-        c0_arg = c0 if c0 is not None else h0  # never read for non-LSTM cells
+        c0_arg = c0.contiguous() if c0 is not None else h0  # never read for non-LSTM cells
         consts = dict(
             H=hidden, G=num_gates, S=NUM_SAVED[cell], CELL=cell, REVERSE=ctx.reverse, BLOCK_B=BLOCK_B,
             BLOCK_H=plan.block_h, DOT_PRECISION=_dot_precision(x.dtype),

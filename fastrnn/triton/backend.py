@@ -9,8 +9,8 @@ lengths (0 allowed: the state passes through); given or zero h0/c0; with or with
 dtypes float32, float16, bfloat16 (fp32 accumulation and state); CUDA tensors, and CPU tensors
 when Triton's interpreter is on (``TRITON_INTERPRET=1``); hidden sizes up to
 :func:`fastrnn.triton.capacity.capacity` (small-H kernels below the small-H limit, large-H
-kernels above it). Backward works (in train and eval mode); double backward does not
-(``@once_differentiable``: use backend="reference").
+kernels above it). Backward works (in train and eval mode); double backward works by
+recomputing the backward on the reference when a graph of it is recorded (fastrnn/fused.py).
 Not supported (each with a reason string, so ``auto`` falls back and a named request raises
 :class:`fastrnn.BackendError`): proj_size > 0; float64 (use the reference backend; the tests
 compare the fp32 kernels with a float64 reference); hidden sizes beyond
