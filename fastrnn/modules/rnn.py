@@ -28,7 +28,7 @@ from .. import backends
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
-from ..packing import layer_dropout, packed_to_padded, padded_to_packed
+from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
 
 
@@ -198,6 +198,7 @@ class RNNBase(nn.Module):
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
         name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
+            check_packed(input)  # before anything reads batch_sizes, on every backend
             self._check_input(input.data, expected_dim=2)
             return True
         if not isinstance(input, Tensor):
