@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from . import traced_packing
+from .ops import use_op
+
 
 def _valid_mask(packed: PackedSequence, device) -> Tensor:
     """(T, B) bool: entry [t, k] is True when sorted sequence k has a step t."""
@@ -26,6 +29,8 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
 
 def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64)."""
+    if use_op():  # a tracer needs sizes that are shapes, not values (fastrnn/traced_packing.py)
+        return traced_packing.packed_to_padded(packed)
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])
@@ -40,6 +45,8 @@ def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
 
 def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     """Pack ``out`` (T, B, F, original batch order) with the layout of ``like``."""
+    if use_op():
+        return traced_packing.padded_to_packed(out, like)
     if like.sorted_indices is not None:
         out = out.index_select(1, like.sorted_indices.to(out.device))
     mask = _valid_mask(like, out.device)

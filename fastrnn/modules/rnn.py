@@ -220,6 +220,10 @@ class RNNBase(nn.Module):
             if not batched:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
+        if packed and h0.dim() == 3 and torch.compiler.is_compiling():
+            # A traced PackedSequence without sorted_indices has a batch size known only as a value
+            # (fastrnn/traced_packing.py); tell the tracer it equals hx's, checked at run time.
+            torch._check(h0.shape[1] == batch)
         names = ("hidden[0]", "hidden[1]") if lstm else ("hidden", None)
         for name, tensor, shape in ((names[0], h0, h_shape), (names[1], c0, c_shape)):
             if tensor is None:
