@@ -91,3 +91,18 @@ def test_onnx_export_of_a_projection_lstm_is_a_clear_error():
         fastrnn.onnx.export(model, inputs, dynamic_shapes=dynamic_shapes(model), verbose=False)
 
 
+
+
+def test_onnx_export_of_bfloat16_is_a_clear_error():
+    model = make_model("elman_relu", dtype=torch.bfloat16)
+    with pytest.raises(Exception, match="take float16, float32 and float64 only"):
+        fastrnn.onnx.export(model.eval(), make_inputs(model, 6, 3, torch.bfloat16), verbose=False)
+
+
+def test_onnx_export_without_fastrnn_translation_fails_instead_of_writing_a_wrong_model(tmp_path):
+    model = make_model("elman_relu", dtype=torch.float32).eval()
+    inputs = make_inputs(model, 6, 3, torch.float32)
+    with pytest.raises(Exception, match="fastrnn.rnn_layer"):
+        torch.onnx.export(model, inputs, dynamo=True, verbose=False)
+    with pytest.raises(Exception, match="fastrnn::rnn_layer"):
+        torch.onnx.export(model, inputs, str(tmp_path / "legacy.onnx"), dynamo=False)
