@@ -22,8 +22,8 @@ traced ``F.dropout``, so the operator is deterministic and its backward needs no
 Autograd: ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on (the chosen
 backend's own forward and backward) and returns the gradients of every tensor input, so it is
 right for every backend. The price: a compiled or exported training step runs each layer's
-forward twice. The backward operator is not itself differentiable; double backward works in
-eager mode, which never uses these operators (:func:`use_op`).
+forward twice. The backward operator is not itself differentiable (double backward through it
+raises); double backward works in eager mode, which never uses these operators (:func:`use_op`).
 """
 
 from __future__ import annotations
@@ -186,6 +186,17 @@ def _backward(ctx, grad_out, grad_h, grad_c):
 
 
 rnn_layer_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastrnn: double backward through a traced fastrnn layer (torch.compile / torch.export / "
+        "jit.trace: the fastrnn::rnn_layer operator) is not supported; run the model in eager mode, "
+        "where the reference backend supports it"
+    )
+
+
+rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
 def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):

@@ -106,3 +106,15 @@ def test_jit_trace_runs_at_other_lengths(kind):
     for seq_len, batch in ((7, 3), (2, 4)):
         inputs = make_inputs(model, seq_len, batch, seed=seq_len)
         _assert_all_close(traced(*inputs), _eager(model, inputs), rtol=1e-12, atol=1e-12)
+
+
+def test_double_backward_through_the_operator_is_a_clear_error():
+    """The operator's backward is not differentiable (eager mode is, and never uses it)."""
+    model = make_model("elman_relu")
+    inputs = make_inputs(model, 6, 3)
+    exported = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes(model)).module()
+    x = inputs[0].requires_grad_()
+    out, _ = exported(x, inputs[1])
+    (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward through a traced fastrnn layer"):
+        torch.autograd.grad(gx.sum(), x)
