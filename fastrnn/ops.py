@@ -66,7 +66,7 @@ def _fresh(outputs, inputs) -> list:
     fresh = []
     for t in outputs:
         if t.numel() and t.untyped_storage().data_ptr() in seen:
-            t = t.clone()
+            t = t.clone(memory_format=torch.contiguous_format)
         elif not t.is_contiguous():  # the fake implementation promises contiguous outputs
             t = t.contiguous()
         if t.numel():
