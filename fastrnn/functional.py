@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import backends
+from . import backends, ops
 from .backends import LayerProblem
 from .cells import GRU, LSTM, RNN_RELU, RNN_TANH, Cell
 
@@ -113,6 +113,9 @@ def rnn_layer(
         h0 = x.new_zeros((x.shape[1], h_out))
         c0 = x.new_zeros((x.shape[1], hidden)) if cell.has_cell_state else None
     _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
+    if ops.use_op():  # a tracer records one operator, which picks and runs the backend itself
+        return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                             backend)
     problem = layer_problem(cell, x, hidden, weight_hr, bias_ih is not None, lengths is not None)
     choice = backends.explain(problem, backend)
     return backends.get_backend(choice.backend).run_layer(

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from . import traced_packing
+from .ops import use_op
+
 
 def _show(sizes) -> str:
     return str(sizes) if len(sizes) <= 12 else f"[{', '.join(map(str, sizes[:12]))}, ...] ({len(sizes)} steps)"
@@ -77,12 +80,9 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
 
 def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
-    Checks ``packed`` first (:func:`check_packed`)."""
-    check_packed(packed)
-    return _to_padded(packed)
-
-
-def _to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
+    ``packed`` has passed :func:`check_packed` (the modules check it before anything else)."""
+    if use_op():  # a tracer needs sizes that are shapes, not values (fastrnn/traced_packing.py)
+        return traced_packing.packed_to_padded(packed)
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])
@@ -97,6 +97,8 @@ def _to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
 
 def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     """Pack ``out`` (T, B, F, original batch order) with the layout of ``like``."""
+    if use_op():
+        return traced_packing.padded_to_packed(out, like)
     if like.sorted_indices is not None:
         out = out.index_select(1, like.sorted_indices.to(out.device))
     mask = _valid_mask(like, out.device)
@@ -115,4 +117,4 @@ def layer_dropout(x: Tensor, p: float, packed: Optional[PackedSequence]) -> Tens
     rows = padded_to_packed(x, packed).data
     dropped = PackedSequence(F.dropout(rows, p, training=True), packed.batch_sizes, packed.sorted_indices,
                              packed.unsorted_indices)
-    return _to_padded(dropped)[0]
+    return packed_to_padded(dropped)[0]

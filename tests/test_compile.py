@@ -7,12 +7,15 @@
   every parameter equal eager mode's (AOTAutograd via ``backend="aot_eager"`` in float64 for all
   configurations; one Inductor run in float32, since Inductor's C++ compile takes tens of seconds
   on a CPU).
-* Shapes: a new batch size recompiles once (then the batch dimension is dynamic); each new
-  sequence length recompiles, because dynamo unrolls the Python loop over time steps.
-* PackedSequence input is where graph breaks remain (data-dependent sizes, see examples/README.md);
-  results are still equal to eager mode's.
+* One operator per layer-direction (``fastrnn::rnn_layer``, fastrnn/ops.py): the graph does not
+  grow with T, and with ``dynamic=True`` or ``mark_dynamic`` a new T or B runs without recompiling
+  (without them: one recompile, after which dynamo marks the changed dimension dynamic).
+* PackedSequence input compiles with ``fullgraph=True`` too (fastrnn/traced_packing.py), with and
+  without sorted_indices, with and without a given hx.
+* Eager mode never calls the operator, so its speed and double backward are unchanged.
 
-Dynamo unrolls the time loop, so T is kept small (4-5 steps).
+The models of tests/tracing_models.py (2-layer LSTM, bidirectional GRU, Elman RNN) run the
+dynamic-shape tests.
 """
 
 import pytest
@@ -21,6 +24,7 @@ from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
+from tracing_models import KINDS, make_inputs, make_model
 
 DTYPE = torch.float64
 CONFIGS = {
@@ -223,36 +227,86 @@ def test_functional_with_lengths_compiles_without_graph_breaks():
     _assert_same(run(torch.compile(f, backend="aot_eager", fullgraph=True)), run(f), 1e-10, 1e-12)
 
 
-def test_recompilation_batch_dynamic_length_static():
+def test_recompilation_automatic_dynamic():
+    """Without dynamic=True: one recompile per changed dimension, then it is dynamic."""
     model = fastrnn.LSTM(3, 5, num_layers=2)
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter, fullgraph=True)
     for batch in (2, 3, 4, 5):
         compiled(torch.randn(4, batch, 3))
     assert counter.frame_count == 2  # the first, then one with a dynamic batch dimension
-    compiled(torch.randn(5, 2, 3))
-    assert counter.frame_count == 3  # a new sequence length: the time loop is unrolled anew
+    for seq_len in (5, 6, 9, 33):
+        compiled(torch.randn(seq_len, 2, 3))
+    assert counter.frame_count == 3  # one more, with a dynamic sequence length
 
 
-def test_packed_sequence_compiles_and_matches_eager():
-    """PackedSequence input still graph-breaks (data-dependent sizes), but compiled results equal
-    eager ones."""
-    torch.manual_seed(6)
-    model = fastrnn.GRU(3, 5, num_layers=2, bidirectional=True, dtype=DTYPE)
-    x = torch.randn(4, 5, 3, dtype=DTYPE, requires_grad=True)
-    lengths = torch.tensor([2, 5, 1, 4])
+def _grad_run(fn, model, inputs):
+    """Outputs and the gradients of every input and parameter of a fixed projection of them."""
+    inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in inputs]
+    outputs = fn(*inputs)
+    g = torch.Generator().manual_seed(7)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in outputs)
+    return list(outputs) + list(torch.autograd.grad(loss, inputs + list(model.parameters())))
 
-    def f(x):
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, h = model(packed)
-        return out.data, h
 
-    def run(fn):
-        data, h = fn(x)
-        loss = data.sin().sum() + h.square().sum()
-        return [data, h] + list(torch.autograd.grad(loss, [x] + list(model.parameters())))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_dynamic_shapes_compile_once_and_match_eager(kind):
+    model = make_model(kind)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+    # Sizes unlike each other and the layer sizes: dynamo's duck shaping gives equal sizes one
+    # symbol, so a batch of 3 = input_size would be specialized with it.
+    for k, (seq_len, batch) in enumerate(((6, 4), (11, 7), (8, 9))):
+        inputs = make_inputs(model, seq_len, batch, seed=seq_len)
+        with torch._dynamo.config.patch(error_on_recompile=k > 0):
+            _assert_same(_grad_run(compiled, model, inputs), _grad_run(model, model, inputs), 1e-10, 1e-12)
+        frames = frames if k else counter.frame_count  # (dynamo may restart its first analysis once)
+        assert counter.frame_count == frames
 
-    _assert_same(run(torch.compile(f, backend="aot_eager")), run(f), 1e-10, 1e-12)
+
+def test_mark_dynamic_accepts_new_lengths_and_batches_without_recompiling():
+    model = make_model("lstm_2layer")
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    for seq_len, batch in ((6, 4), (9, 7), (16, 11)):
+        inputs = make_inputs(model, seq_len, batch)
+        marked = [t.clone().requires_grad_() for t in inputs]
+        torch._dynamo.mark_dynamic(marked[0], 0)
+        for t in marked:
+            torch._dynamo.mark_dynamic(t, 1)
+        with torch._dynamo.config.patch(error_on_recompile=counter.frame_count > 0):
+            _assert_same(_grad_run(compiled, model, marked), _grad_run(model, model, inputs), 1e-10, 1e-12)
+
+
+def test_graph_does_not_grow_with_sequence_length():
+    """One fastrnn::rnn_layer node per layer-direction, whatever T (compiled statically at each T)."""
+    model = make_model("gru_bidirectional")
+    sizes = []
+    for seq_len in (4, 64):
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("eager")
+        torch.compile(model, backend=counter, fullgraph=True, dynamic=False)(*make_inputs(model, seq_len, 2))
+        (graph,) = counter.graphs
+        layer_ops = [n for n in graph.graph.nodes if n.target is torch.ops.fastrnn.rnn_layer.default]
+        assert len(layer_ops) == 2
+        sizes.append(len(graph.graph.nodes))
+    assert sizes[0] == sizes[1]
+
+
+def test_eager_mode_never_calls_the_operator(monkeypatch):
+    """Eager mode keeps the direct path (speed, and double backward on the reference backend)."""
+    from fastrnn import ops
+
+    def fail(*args, **kwargs):
+        raise AssertionError("eager mode called the fastrnn::rnn_layer operator")
+
+    monkeypatch.setattr(ops, "rnn_layer", fail)
+    model = make_model("lstm_2layer")
+    x, h0, c0 = (t.requires_grad_() for t in make_inputs(model, 4, 2))
+    out, h, c = model(x, h0, c0)
+    (gx,) = torch.autograd.grad(out.square().sum() + c.sum(), x, create_graph=True)
+    (ggx,) = torch.autograd.grad(gx.sin().sum(), x)
+    assert ggx.abs().sum() > 0
 
 
 def test_compiled_training_step_matches_eager():
@@ -285,26 +339,34 @@ def test_compiled_training_step_matches_eager():
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
 
-def test_packed_sequence_fullgraph_with_dynamic_shape_capture():
-    """With dynamo's capture of scalar outputs and data-dependent shapes switched on, a model fed
-    a PackedSequence (built outside the compiled region: torch's pack_padded_sequence itself is
-    marked not to be traced) compiles to one graph and matches eager mode."""
+@pytest.mark.parametrize(
+    "enforce_sorted, given_hx", [(False, False), (True, True)], ids=["sorted_indices-zero_hx", "enforce_sorted-given_hx"]
+)
+def test_packed_sequence_compiles_to_one_graph_and_matches_eager(enforce_sorted, given_hx):
+    """A PackedSequence built outside the compiled region (torch's pack_padded_sequence is itself
+    marked not to be traced) compiles with fullgraph=True, matches eager mode, and new lengths
+    run without recompiling under dynamic=True."""
     torch.manual_seed(9)
     model = fastrnn.LSTM(3, 5, num_layers=2, bidirectional=True, dtype=DTYPE)
-    x = torch.randn(4, 5, 3, dtype=DTYPE, requires_grad=True)
 
-    def f(packed):
-        out, (h, c) = model(packed)
+    def f(packed, hx):
+        out, (h, c) = model(packed, hx)
         return out.data, h, c
 
-    def run(fn):
-        packed = pack_padded_sequence(x, torch.tensor([2, 5, 1, 4]), batch_first=True, enforce_sorted=False)
-        data, h, c = fn(packed)
-        loss = data.sin().sum() + h.square().sum() + c.sum()
-        return [data, h, c] + list(torch.autograd.grad(loss, [x] + list(model.parameters())))
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(f, backend=counter, fullgraph=True, dynamic=True)
+    # B = 6 and T = 7, 9: sizes unlike the layer's (duck shaping, see above).
+    for k, lengths in enumerate(([2, 7, 1, 4, 6, 3], [9, 3, 3, 6, 8, 2])):
+        lengths = torch.tensor(sorted(lengths, reverse=True) if enforce_sorted else lengths)
+        x = torch.randn(6, int(lengths.max()), 3, dtype=DTYPE, requires_grad=True)
+        hx = tuple(torch.randn(4, 6, 5, dtype=DTYPE, requires_grad=True) for _ in range(2)) if given_hx else None
 
-    with torch._dynamo.config.patch(capture_scalar_outputs=True, capture_dynamic_output_shape_ops=True):
-        counter = CompileCounterWithBackend("aot_eager")
-        compiled = run(torch.compile(f, backend=counter, fullgraph=True))
-    assert counter.frame_count == 1
-    _assert_same(compiled, run(f), 1e-10, 1e-12)
+        def run(fn):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=enforce_sorted)
+            data, h, c = fn(packed, hx)
+            loss = data.sin().sum() + h.square().sum() + c.sum()
+            leaves = [x] + (list(hx) if given_hx else []) + list(model.parameters())
+            return [data, h, c] + list(torch.autograd.grad(loss, leaves))
+
+        with torch._dynamo.config.patch(error_on_recompile=k > 0):
+            _assert_same(run(compiled), run(f), 1e-10, 1e-12)

@@ -315,13 +315,16 @@ def test_weights_flattened_for_cudnn_on_gpu():
     torch.testing.assert_close(out, ref(x)[0], rtol=0, atol=0)
 
 
-def test_compiled_module_under_auto_does_not_trace_torch_kernels():
-    # Inductor cannot compile torch's CPU RNN kernel (aten.mkldnn_rnn_layer) and Dynamo refuses
-    # torch.nn's RNNs: a traced fastrnn layer runs another backend, in one graph.
+def test_compiled_module_under_auto_runs_torch_kernels_inside_the_operator(calls):
+    # A tracer sees fastrnn's operator per layer (fastrnn/ops.py), never torch's kernels (Dynamo
+    # refuses torch.nn's RNNs, inductor fails on aten.mkldnn_rnn_layer); when the compiled graph
+    # runs, the operator picks torch's kernels as eager auto does.
     torch.manual_seed(0)
-    gru = fastrnn.GRU(3, 4)
+    gru = fastrnn.GRU(3, 4, num_layers=2)
     x = torch.randn(3, 2, 3)
-    compiled = torch.compile(gru, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x)[0], gru(x)[0], rtol=1e-6, atol=1e-6)
+    compiled = torch.compile(gru, fullgraph=True, backend="inductor")
+    out = compiled(x)[0]
+    assert [mode for mode, _ in calls] == ["GRU", "GRU"]  # one per layer, inside the operator
+    torch.testing.assert_close(out, gru(x)[0], rtol=1e-6, atol=1e-6)
     traced = torch.jit.trace(gru, (x,), check_trace=False)
-    torch.testing.assert_close(traced(x)[0], gru(x)[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(traced(torch.randn(5, 2, 3))[0].shape, torch.Size([5, 2, 4]))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import backends
+from .. import backends, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
@@ -155,10 +155,11 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
-        choice = backends.explain(self._problem(input, batched), self.backend)
-        run_module = backends.get_backend(choice.backend).run_module
-        if run_module is not None:  # the whole stack in one call (torch's own kernels)
-            return run_module(self, input, hx, batched)
+        if not ops.use_op():  # a tracer sees one operator per layer-direction instead (ops.py)
+            choice = backends.explain(self._problem(input, batched), self.backend)
+            run_module = backends.get_backend(choice.backend).run_module
+            if run_module is not None:  # the whole stack in one call (torch's own kernels)
+                return run_module(self, input, hx, batched)
         x, lengths, packed = self._time_major_input(input, batched)
         h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
         out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
@@ -270,6 +271,10 @@ class RNNBase(nn.Module):
             if not batched:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
+        if packed and h0.dim() == 3 and torch.compiler.is_compiling():
+            # A traced PackedSequence without sorted_indices has a batch size known only as a value
+            # (fastrnn/traced_packing.py); tell the tracer it equals hx's, checked at run time.
+            torch._check(h0.shape[1] == batch)
         names = ("hidden[0]", "hidden[1]") if lstm else ("hidden", None)
         for name, tensor, shape in ((names[0], h0, h_shape), (names[1], c0, c_shape)):
             if tensor is None:

@@ -19,7 +19,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import backends
+from .. import backends, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
@@ -84,9 +84,11 @@ class RNNCellBase(nn.Module):
             raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
-                               x.shape[0], 1, self.bias, False)  # a layer of one step
-        run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
+        run_cell = None
+        if not ops.use_op():  # a tracer sees one operator for the step instead (ops.py)
+            problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
+                                   x.shape[0], 1, self.bias, False)  # a layer of one step
+            run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
