@@ -141,12 +141,16 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
         }
       }
     }
-    if (k + 1 < TT) {  // next step's gx of this block's units (HBM latency hidden behind the barrier)
+    // After the last step no block reads hx again (the final state below is this block's own
+    // hstate / cbuf), so the last step needs only a block barrier, not a grid barrier.
+    if (k + 1 < TT) {
+      // Next step's gx of this block's units (HBM latency hidden behind the barrier).
       const int64_t t_next = a.reverse ? t - 1 : t + 1;
       prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
+      grid.sync();  // h_t complete in every block before anyone reads it
     }
-    grid.sync();  // h_t complete in every block before anyone reads it
   }
+  __syncthreads();  // the loop below reads hstate / cbuf that other threads of the block wrote
   // Final state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;

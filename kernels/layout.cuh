@@ -16,7 +16,8 @@
 // Rows are padded to ld = align_up(K, 16) + 8 elements: whole 16-wide k-tiles never leave a
 // row, and a row stride of 8 (mod 16) elements puts the 8 rows one mma fragment load touches in
 // 8 different bank groups (no conflicts). BT = batch rows per pass (1..kMaxBatchTile): the plan
-// takes the largest that fits, so a step usually needs one pass (two block barriers) per block.
+// takes the fewest passes that fit, balanced over the batch, so a step usually needs one pass
+// (two block barriers) per block.
 #pragma once
 
 #include <cstdint>
@@ -84,7 +85,9 @@ struct Plan {
 };
 
 // The launch plan: as many blocks as SMs allow (at most one per hidden unit), so each holds the
-// smallest slice; then the largest batch tile that still fits `smem_per_block` bytes.
+// smallest slice; then the fewest passes over the batch the shared memory allows (the largest
+// batch tile that fits `smem_per_block` bytes), and of the tiles that give that many passes the
+// smallest (balanced: B=100 with room for 64 rows runs two passes of 50, not 64 + 36).
 // Returns blocks == 0 when even BT = 1 does not fit.
 inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, int num_sms, int64_t smem_per_block,
                       bool backward) {
@@ -97,10 +100,12 @@ inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, in
   for (int64_t tile = max_tile; tile >= 1; --tile) {
     const int64_t bytes = smem_bytes(gates, itemsize, hidden, units, static_cast<int>(tile), backward);
     if (bytes <= smem_per_block) {
+      const int64_t rows = batch > 0 ? batch : 1;
+      const int64_t balanced = ceil_div(rows, ceil_div(rows, tile));  // <= tile: fits too
       plan.blocks = static_cast<int>(used_blocks);
       plan.units = static_cast<int>(units);
-      plan.batch_tile = static_cast<int>(tile);
-      plan.smem = bytes;
+      plan.batch_tile = static_cast<int>(balanced);
+      plan.smem = smem_bytes(gates, itemsize, hidden, units, static_cast<int>(balanced), backward);
       return plan;
     }
   }
