@@ -31,6 +31,13 @@
 namespace fastrnn {
 
 constexpr int kThreads = 256;      // threads per block
+
+// Timing variants of the persistent kernels (ForwardArgs / BackwardArgs::variant; 0 = the real
+// kernel). Each drops one part of a step so bench/kernel_timing.cu can show where a step's time
+// goes; the results are then wrong, so only that benchmark sets them.
+constexpr uint32_t kVariantSkipStaging = 1;   // no copy of h / dgates into shared memory
+constexpr uint32_t kVariantNoPrefetch = 2;    // no L2 prefetch of the next step's inputs
+constexpr uint32_t kVariantSkipProduct = 4;   // no recurrent product (partials left as they are)
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
 constexpr int kMaxNTiles = 8;      // n-tiles of C one warp accumulates at once (in registers)
