@@ -22,12 +22,15 @@
 
 namespace fastrnn {
 
-// 16 bytes from global (ld.global.cg: L2, not L1) to shared memory; both 16-byte aligned.
-__device__ __forceinline__ void copy16_cg(void* dst, const void* src) {
+// 16 bytes from global memory with ld.global.cg (L2, not L1: other blocks wrote them); 16-byte
+// aligned.
+__device__ __forceinline__ uint4 load16_cg(const void* src) {
 #if defined(FASTRNN_HOST_EMULATION)
-  std::memcpy(dst, src, 16);
+  uint4 v;
+  std::memcpy(&v, src, 16);
+  return v;
 #else
-  *reinterpret_cast<uint4*>(dst) = __ldcg(reinterpret_cast<const uint4*>(src));
+  return __ldcg(reinterpret_cast<const uint4*>(src));
 #endif
 }
 
@@ -140,18 +143,37 @@ __device__ __forceinline__ float partial_sum(const float* part, const ProductSha
 // Copies `rows` rows of K = s.k elements from global memory (row stride K, read from L2 past L1:
 // other blocks wrote them) into shared memory (row stride s.ld). 16 bytes per load where K and
 // the source address allow it (every row then starts 16-byte aligned on both sides: ld*itemsize
-// is a multiple of 16, layout.cuh), else one element per load.
+// is a multiple of 16, layout.cuh), else one element per load. Each thread issues up to
+// kStageBatch 16-byte loads before the first store, so its L2 round trips overlap instead of
+// running one after another (the target shape's forward stages 6 vectors per thread, the
+// backward 24: one and three round trips instead of 6 and 24). Offsets are 32-bit: a staged
+// tile is at most kMaxBatchTile rows of G*H elements.
+constexpr int kStageBatch = 8;
+
 template <typename T>
 __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, const ProductShape& s) {
   constexpr int kVec = 16 / sizeof(T);
-  if (s.k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    const int64_t vecs = s.k / kVec;
-    for (int64_t i = threadIdx.x; i < rows * vecs; i += blockDim.x) {
-      const int64_t r = i / vecs, c = (i % vecs) * kVec;
-      copy16_cg(dst + r * s.ld + c, src + r * s.k + c);
+  const int k = static_cast<int>(s.k), ld = static_cast<int>(s.ld);
+  const int threads = static_cast<int>(blockDim.x);
+  if (k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    const int vecs = k / kVec;
+    const int total = static_cast<int>(rows) * vecs;
+    for (int base = static_cast<int>(threadIdx.x); base < total; base += kStageBatch * threads) {
+      uint4 v[kStageBatch];
+#pragma unroll
+      for (int j = 0; j < kStageBatch; ++j) {
+        const int i = base + j * threads;
+        if (i < total) v[j] = load16_cg(src + (i / vecs) * k + (i % vecs) * kVec);
+      }
+#pragma unroll
+      for (int j = 0; j < kStageBatch; ++j) {
+        const int i = base + j * threads;
+        if (i < total) *reinterpret_cast<uint4*>(dst + (i / vecs) * ld + (i % vecs) * kVec) = v[j];
+      }
     }
   } else {
-    for (int64_t i = threadIdx.x; i < rows * s.k; i += blockDim.x) dst[(i / s.k) * s.ld + i % s.k] = __ldcg(src + i);
+    const int total = static_cast<int>(rows) * k;
+    for (int i = static_cast<int>(threadIdx.x); i < total; i += threads) dst[(i / k) * ld + i % k] = __ldcg(src + i);
   }
 }
 
