@@ -51,44 +51,48 @@ template <typename T>
 __device__ __forceinline__ void block_product(const T* a, const T* b, int64_t nb, const ProductShape& s, int64_t pld,
                                               float* part, bool tf32) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  const int64_t k_tiles = ceil_div(s.k, kTileK);
+  // 32-bit offsets: everything indexed here lives in one block's shared memory (< 2^18 bytes).
+  const int k_tiles = static_cast<int>(ceil_div(s.k, kTileK));
   const int n_tiles = static_cast<int>(ceil_div(nb, kTileN));  // <= kMaxNTiles (layout.cuh)
+  const int ld = static_cast<int>(s.ld), rows = static_cast<int>(s.rows), m_tiles = static_cast<int>(s.m_tiles);
+  const int nbi = static_cast<int>(nb), pldi = static_cast<int>(pld);
   float* slab = partial_slab(part, warp, s, pld);
   const int g = lane / 4, q = lane % 4;
   {
     if (kTensorCoreType<T> || tf32) {  // tensor cores; warp-uniform
-      for (int64_t mt = 0; mt < s.m_tiles; ++mt) {
-        const int64_t r0 = mt * kTileM + g, r1 = r0 + 8;
-        const bool ok0 = r0 < s.rows, ok1 = r1 < s.rows;
+      for (int mt = 0; mt < m_tiles; ++mt) {
+        const int r0 = mt * kTileM + g, r1 = r0 + 8;
+        const bool ok0 = r0 < rows, ok1 = r1 < rows;
+        const T* a0 = a + r0 * ld;
+        const T* a1 = a + r1 * ld;
         float d[kMaxNTiles][4] = {};
-        for (int64_t kt = warp; kt < k_tiles; kt += warps) {  // warp-uniform: every lane runs the mma
+#pragma unroll 2
+        for (int kt = warp; kt < k_tiles; kt += warps) {  // warp-uniform: every lane runs the mma
           if constexpr (kTensorCoreType<T>) {
-            const int64_t k = kt * kTileK + 2 * q;
-            const uint32_t af[4] = {ok0 ? load_pair(a + r0 * s.ld + k) : 0u, ok1 ? load_pair(a + r1 * s.ld + k) : 0u,
-                                    ok0 ? load_pair(a + r0 * s.ld + k + 8) : 0u,
-                                    ok1 ? load_pair(a + r1 * s.ld + k + 8) : 0u};
+            const int k = kt * kTileK + 2 * q;
+            const uint32_t af[4] = {ok0 ? load_pair(a0 + k) : 0u, ok1 ? load_pair(a1 + k) : 0u,
+                                    ok0 ? load_pair(a0 + k + 8) : 0u, ok1 ? load_pair(a1 + k + 8) : 0u};
 #pragma unroll
             for (int nt = 0; nt < kMaxNTiles; ++nt) {
               if (nt < n_tiles) {
-                const int64_t n = nt * kTileN + g;  // this lane's B column
-                const bool b_ok = n < nb;
-                const uint32_t bf[2] = {b_ok ? load_pair(b + n * s.ld + k) : 0u,
-                                        b_ok ? load_pair(b + n * s.ld + k + 8) : 0u};
+                const int n = nt * kTileN + g;  // this lane's B column
+                const bool b_ok = n < nbi;
+                const uint32_t bf[2] = {b_ok ? load_pair(b + n * ld + k) : 0u,
+                                        b_ok ? load_pair(b + n * ld + k + 8) : 0u};
                 mma_16x8x16<T>(d[nt], af, bf);
               }
             }
           } else {
-            for (int64_t k = kt * kTileK + q; k < kt * kTileK + kTileK; k += 8) {  // two k8 steps
-              const uint32_t af[4] = {ok0 ? to_tf32(a[r0 * s.ld + k]) : 0u, ok1 ? to_tf32(a[r1 * s.ld + k]) : 0u,
-                                      ok0 ? to_tf32(a[r0 * s.ld + k + 4]) : 0u,
-                                      ok1 ? to_tf32(a[r1 * s.ld + k + 4]) : 0u};
+#pragma unroll
+            for (int k = kt * kTileK + q; k < kt * kTileK + kTileK; k += 8) {  // two k8 steps
+              const uint32_t af[4] = {ok0 ? to_tf32(a0[k]) : 0u, ok1 ? to_tf32(a1[k]) : 0u,
+                                      ok0 ? to_tf32(a0[k + 4]) : 0u, ok1 ? to_tf32(a1[k + 4]) : 0u};
 #pragma unroll
               for (int nt = 0; nt < kMaxNTiles; ++nt) {
                 if (nt < n_tiles) {
-                  const int64_t n = nt * kTileN + g;
-                  const bool b_ok = n < nb;
-                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * s.ld + k]) : 0u,
-                                          b_ok ? to_tf32(b[n * s.ld + k + 4]) : 0u};
+                  const int n = nt * kTileN + g;
+                  const bool b_ok = n < nbi;
+                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * ld + k]) : 0u, b_ok ? to_tf32(b[n * ld + k + 4]) : 0u};
                   mma_16x8x8_tf32(d[nt], af, bf);
                 }
               }
@@ -97,7 +101,7 @@ __device__ __forceinline__ void block_product(const T* a, const T* b, int64_t nb
         }
 #pragma unroll
         for (int nt = 0; nt < kMaxNTiles; ++nt) {
-          if (nt < n_tiles) store_tile(slab + mt * kTileM * pld + nt * kTileN, pld, g, q, d[nt]);
+          if (nt < n_tiles) store_tile(slab + mt * kTileM * pldi + nt * kTileN, pld, g, q, d[nt]);
         }
       }
       return;
@@ -135,8 +139,10 @@ __device__ __forceinline__ float partial_sum(const float* part, const ProductSha
                                              int64_t n) {
   const int warps = blockDim.x / 32;
   const int64_t slab = s.m_tiles * kTileM * pld;
+  const float* p = part + m * pld + n;
   float sum = 0.f;
-  for (int w = 0; w < warps; ++w) sum += part[w * slab + m * pld + n];
+#pragma unroll 8
+  for (int w = 0; w < warps; ++w) sum += p[w * slab];  // kWarps (8) at launch: one unrolled pass
   return sum;
 }
 
