@@ -11,8 +11,9 @@ Backward:
 
 Regime (make_plan): the small-H kernels (forward.py / backward.py: one program per batch tile
 with all of W_hh) up to capacity.small_h_capacity, else the large-H kernels (large_h.py: W_hh
-split in slices of 16 hidden units), persistent with a grid barrier when the slices fit one per
-SM, else one launch per step.
+split in slices of 16 hidden units), persistent with a grid barrier when the compiled kernel's
+occupancy lets all slices be resident at once, else one launch per step (launch.py: cooperative
+launch, bounded barrier wait, step-wise rerun on a stall).
 
 The forward saves fp32 activations for the backward (cell_ids.NUM_SAVED values per unit and
 step: 1 Elman, 5 LSTM, 4 GRU) instead of recomputing them: fast, at (T, B, S*H) * 4 bytes.
