@@ -12,8 +12,8 @@
 #   CUDA_HOME           CUDA toolkit (default: from nvcc on PATH)
 #   GPU_CHECK_BUDGET_S  the whole check's deadline in seconds (default: 470)
 # Files in OUT_DIR: summary.txt (one line per step: status, seconds, budget), environment.txt,
-# log.txt (every step's output), kernel_timing.jsonl, correctness.xml, bench_targets.json,
-# gpu_tests.xml. The exit status is non-zero if any step failed or ran out of time.
+# log.txt (every step's output), kernel_timing.jsonl, correct_triton.xml, correct_cuda.xml,
+# bench_targets.json, gpu_tests.xml: 8. The exit status is non-zero if any step failed or ran out of time.
 set -u
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,7 +107,7 @@ step kernel_timing 60 bash -c "nvcc $NVCC_FLAGS bench/kernel_timing.cu -o $WORK/
 # --- 6. correctness of both backends at the target shapes vs float64 (Triton first: no build) --
 CORRECT="(test_sequence_1024 or test_lengths_both_directions) and bfloat16 or test_sequence_1024 and lstm-float32"
 step correct_triton 100 "$PYTHON" -m pytest tests/test_kernels_at_scale.py -q -k "triton and ($CORRECT)" \
-    -o junit_family=xunit2 --junitxml="$OUT_DIR/correctness.xml"
+    -o junit_family=xunit2 --junitxml="$OUT_DIR/correct_triton.xml"
 if [ "$DRY_RUN" != 1 ]; then
     wait "$BUILD_PID"
     say "$(printf '%-16s %-9s t=%4ss' build "$( [ "$(cat "$WORK/build.rc" 2>/dev/null)" = 0 ] && echo ok || echo "FAIL rc=$(cat "$WORK/build.rc" 2>/dev/null)")" "$SECONDS")"
@@ -115,10 +115,7 @@ if [ "$DRY_RUN" != 1 ]; then
     { echo "== build (background) log tail:"; tail -40 "$WORK/build.log"; } >> "$LOG"
 fi
 step correct_cuda 50 "$PYTHON" -m pytest tests/test_kernels_at_scale.py -q -k "cuda and ($CORRECT)" \
-    -o junit_family=xunit2 --junitxml="$OUT_DIR/correctness_cuda.xml.tmp"
-if [ "$DRY_RUN" != 1 ] && [ -f "$OUT_DIR/correctness_cuda.xml.tmp" ]; then  # one file: correctness.xml
-    cat "$OUT_DIR/correctness_cuda.xml.tmp" >> "$OUT_DIR/correctness.xml"; rm -f "$OUT_DIR/correctness_cuda.xml.tmp"
-fi
+    -o junit_family=xunit2 --junitxml="$OUT_DIR/correct_cuda.xml"
 # --- 7. the targets preset against torch.nn (cuDNN bf16 and fp16), side by side ----------------
 step bench_targets 110 "$PYTHON" -m fastrnn.bench --preset targets --backends torch,triton,cuda --strict \
     --repeats 20 --warmup 3 --output "$OUT_DIR/bench_targets.json"
@@ -129,7 +126,7 @@ step gpu_tests 600 "$PYTHON" -m pytest $GPU_FILES -q $XDIST -k "not ($CORRECT)" 
     -o junit_family=xunit2 --junitxml="$OUT_DIR/gpu_tests.xml"
 
 if [ "$DRY_RUN" = 1 ]; then
-    echo "files: summary.txt environment.txt log.txt kernel_timing.jsonl correctness.xml bench_targets.json gpu_tests.xml"
+    echo "files: summary.txt environment.txt log.txt kernel_timing.jsonl correct_triton.xml correct_cuda.xml bench_targets.json gpu_tests.xml"
     exit 0
 fi
 say "done at t=${SECONDS}s: $( [ "$FAILED" = 0 ] && echo 'ALL STEPS PASSED' || echo 'SOME STEPS FAILED')"
