@@ -130,5 +130,5 @@ if [ "$DRY_RUN" = 1 ]; then
     exit 0
 fi
 say "done at t=${SECONDS}s: $( [ "$FAILED" = 0 ] && echo 'ALL STEPS PASSED' || echo 'SOME STEPS FAILED')"
-cat "$SUMMARY"
+echo "== summary ($OUT_DIR)"; cat "$SUMMARY"
 exit "$FAILED"
