@@ -1,124 +1,134 @@
 #!/usr/bin/env bash
-# GPU check: run the C++ GPU tests of kernels/, build the CUDA extension in place, run the test
-# suite, run the `default` and `targets` benchmark presets; logs and result files go into one
-# folder.
+# The GPU check: ONE command, at most 8 minutes on a 16-core H200, at most 8 files in OUT_DIR,
+# each appended to as it goes, so a timeout still returns everything done before it. The plan,
+# the steps' order and their time budget are explained in bench/GPU_CHECK.md.
 #
-#   bash bench/gpu_check.sh [OUT_DIR]        (or OUT=DIR bash bench/gpu_check.sh)
+#   bash bench/gpu_check.sh OUT_DIR              (the device tool: bash bench/gpu_check.sh "$OUT")
+#   GPU_CHECK_DRY_RUN=1 bash bench/gpu_check.sh  prints the steps and budgets, runs nothing
 #
-# For a GPU machine with PyTorch (CUDA build), Triton, ninja and pybind11 preinstalled and NO
-# network: nothing is installed from the network. fastrnn is used from this checkout through
-# PYTHONPATH (no pip install). Environment knobs:
-#   PYTHON               interpreter (default: python3)
-#   CUDA_HOME            CUDA toolkit; when unset it is taken from `nvcc` on PATH
-#   FASTRNN_CUDA_ARCHS   SM architectures to build (default: this GPU's, e.g. 90a on an H100)
-#   PYTEST_ARGS          test selection (default: the whole suite, `tests`)
-#   STEPS                which groups to run, of: cpp build tests bench (default: all four). The
-#                        device tool allows 10 minutes a command: e.g. STEPS="cpp build tests" in
-#                        one call and STEPS="build bench" (the build is incremental) in the next.
-#   BENCH_ARGS           extra flags for both benchmark runs (e.g. "--repeats 50")
-# Every step runs even when an earlier one fails; the exit status is non-zero if any failed,
-# and summary.txt lists each step's status. The benchmarks run with --strict: a fastrnn row whose
-# error against the float64 reference is above tolerance, or a backend that fails, fails the step
-# (the result files are written either way).
+# For a GPU machine with PyTorch (CUDA build), Triton, nvcc, ninja and pytest preinstalled and no
+# network: nothing is installed. fastrnn is used from this checkout (PYTHONPATH). Knobs:
+#   PYTHON              interpreter (default: python3)
+#   CUDA_HOME           CUDA toolkit (default: from nvcc on PATH)
+#   GPU_CHECK_BUDGET_S  the whole check's deadline in seconds (default: 470)
+# Files in OUT_DIR: summary.txt (one line per step: status, seconds, budget), environment.txt,
+# log.txt (every step's output), kernel_timing.jsonl, correct_triton.xml, correct_cuda.xml,
+# bench_targets.json, gpu_tests.xml: 8. The exit status is non-zero if any step failed or ran out of time.
 set -u
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-OUT_DIR="${1:-${OUT:-bench/results/gpu_check_$(date -u +%Y%m%d-%H%M%S)}}"
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+DRY_RUN="${GPU_CHECK_DRY_RUN:-0}"
+DEADLINE="${GPU_CHECK_BUDGET_S:-470}"  # seconds from the start; the device tool's 8 minutes less slack
 PYTHON="${PYTHON:-python3}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export PIP_NO_INDEX=1            # belt and braces: nothing below may reach a package index
-export PYTHONUNBUFFERED=1
+export PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
+export FASTRNN_CUDA_ARCHS="${FASTRNN_CUDA_ARCHS:-90a}" MAX_JOBS="${MAX_JOBS:-16}"
+unset TRITON_INTERPRET
+
+if [ "$DRY_RUN" = 1 ]; then
+    OUT_DIR="${1:-${TMPDIR:-/tmp}}"
+else
+    OUT_DIR="${1:-${OUT:-bench/results/gpu_check_$(date -u +%Y%m%d-%H%M%S)}}"
+fi
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 SUMMARY="$OUT_DIR/summary.txt"
-: > "$SUMMARY"
+LOG="$OUT_DIR/log.txt"
+WORK="$(mktemp -d)"  # binaries and the background build's log stay out of OUT_DIR
+trap 'rm -rf "$WORK"' EXIT
 FAILED=0
 
-want() {  # want GROUP -> whether STEPS asks for it
-    case " ${STEPS:-cpp build tests bench} " in *" $1 "*) return 0 ;; esac
-    return 1
-}
+say() { echo "$*" | tee -a "$SUMMARY"; }
 
-step() {  # step NAME COMMAND...  -> runs it, logs to NAME.log, records status
-    local name="$1"; shift
+# step NAME BUDGET_S COMMAND...: runs COMMAND under a timeout of BUDGET_S, cut to what is left
+# before DEADLINE (SIGINT first, so pytest and fastrnn-bench write what they have), appends its
+# output to log.txt and a status line to summary.txt.
+step() {
+    local name="$1" budget="$2"; shift 2
+    local left=$((DEADLINE - SECONDS))
+    [ "$budget" -gt "$left" ] && budget="$left"
+    if [ "$DRY_RUN" = 1 ]; then
+        printf 'step %-16s budget=%4ss  %s\n' "$name" "$budget" "$*"
+        return 0
+    fi
+    if [ "$budget" -lt 5 ]; then
+        say "$(printf '%-16s SKIPPED  out of time (%ss left)' "$name" "$left")"
+        FAILED=1
+        return 0
+    fi
     local start=$SECONDS
-    echo "== $name: $*" | tee -a "$OUT_DIR/$name.log"
-    "$@" >> "$OUT_DIR/$name.log" 2>&1
+    echo "== $name (budget ${budget}s, t=${SECONDS}s): $*" >> "$LOG"
+    timeout --signal=INT --kill-after=15 "$budget" "$@" >> "$LOG" 2>&1
     local rc=$?
-    local line
-    line="$(printf '%-14s rc=%-3s %5ss  %s' "$name" "$rc" "$((SECONDS - start))" "$*")"
-    echo "$line" | tee -a "$SUMMARY"
-    [ "$rc" -eq 0 ] || FAILED=1
-    return 0
+    local status=ok
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=TIMEOUT; elif [ "$rc" -ne 0 ]; then status="FAIL rc=$rc"; fi
+    [ "$status" = ok ] || FAILED=1
+    say "$(printf '%-16s %-9s %4ss of %4ss  t=%4ss' "$name" "$status" "$((SECONDS - start))" "$budget" "$SECONDS")"
 }
 
-# --- environment ------------------------------------------------------------------------------
-if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
-    NVCC="$(command -v nvcc)"
-    # nvcc may be a wrapper; its --dryrun output names the real toolkit as TOP.
-    TOP="$("$NVCC" --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)"
-    if [ -n "$TOP" ] && [ -d "$TOP" ]; then
-        CUDA_HOME="$(cd "$TOP" && pwd -P)"
-    else
-        CUDA_HOME="$(dirname "$(dirname "$(readlink -f "$NVCC")")")"
-    fi
-    export CUDA_HOME
-fi
-if [ -z "${FASTRNN_CUDA_ARCHS:-}" ]; then
-    ARCH="$("$PYTHON" -c 'import torch; M, m = torch.cuda.get_device_capability(); print(f"{M}{m}" + ("a" if M == 9 else ""))' 2>/dev/null)"
-    [ -n "$ARCH" ] && export FASTRNN_CUDA_ARCHS="$ARCH"
-fi
-{
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "repo: $REPO  commit: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
-    echo "CUDA_HOME=${CUDA_HOME:-unset}  FASTRNN_CUDA_ARCHS=${FASTRNN_CUDA_ARCHS:-unset}"
-    nvidia-smi 2>&1 || echo "nvidia-smi not found"
-    if [ -n "${CUDA_HOME:-}" ]; then "$CUDA_HOME/bin/nvcc" --version 2>&1; fi
-    "$PYTHON" - <<'PY'
-import importlib.metadata as md, torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
-print("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-for name in ("triton", "ninja", "pybind11", "numpy", "pytest", "matplotlib"):
-    try:
-        print(name, md.version(name))
-    except md.PackageNotFoundError:
-        print(name, "not installed")
-PY
-} > "$OUT_DIR/environment.txt" 2>&1
-cat "$OUT_DIR/environment.txt"
+NVCC_FLAGS="-std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Ikernels -Itests/cpp"
 
-# --- build, test, benchmark -------------------------------------------------------------------
-# The C++ GPU tests of kernels/ first (nvcc only, no CMake needed): the tensor-core fragment
-# layouts (test_mma), then the persistent kernels against a CPU loop (test_persistent).
-if want cpp && [ -n "${CUDA_HOME:-}" ]; then
-    CPP_ARCH="${FASTRNN_CUDA_ARCHS%%;*}"
-    BIN_DIR="$(mktemp -d)"  # binaries stay out of the results folder
-    for t in mma persistent; do
-        step "cpp_$t" bash -c "'$CUDA_HOME/bin/nvcc' -std=c++17 -O2 -arch=sm_${CPP_ARCH:-90a} -Ikernels -Itests/cpp \
-            tests/cpp/test_$t.cu -o '$BIN_DIR/test_$t' && '$BIN_DIR/test_$t'"
-    done
-fi
-if want build; then
-    step build      "$PYTHON" setup.py build_ext --inplace
-    step import     "$PYTHON" -c "import fastrnn; print('backends:', fastrnn.registered_backends())"
-fi
-if want tests; then
-    # shellcheck disable=SC2086
-    step tests      "$PYTHON" -m pytest ${PYTEST_ARGS:-tests} -ra --junitxml="$OUT_DIR/tests.xml"
-fi
-if want bench; then
-    # shellcheck disable=SC2086
-    step bench_default  "$PYTHON" -m fastrnn.bench --preset default --strict ${BENCH_ARGS:-} \
-        --output "$OUT_DIR/bench_default.json" --csv "$OUT_DIR/bench_default.csv"
-    # shellcheck disable=SC2086
-    step bench_targets "$PYTHON" -m fastrnn.bench --preset targets --strict ${BENCH_ARGS:-} \
-        --output "$OUT_DIR/bench_targets.json" --csv "$OUT_DIR/bench_targets.csv"
-    if "$PYTHON" -c "import matplotlib" >/dev/null 2>&1; then
-        step plot "$PYTHON" -m fastrnn.bench plot "$OUT_DIR"/bench_*.json --out "$OUT_DIR/plots"
+if [ "$DRY_RUN" != 1 ]; then
+    : > "$SUMMARY"
+    : > "$LOG"
+    # --- 1. environment (seconds) -------------------------------------------------------------
+    if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
+        TOP="$(nvcc --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)"
+        if [ -n "$TOP" ] && [ -d "$TOP" ]; then CUDA_HOME="$(cd "$TOP" && pwd -P)"
+        else CUDA_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"; fi
+        export CUDA_HOME
     fi
+    {
+        echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "commit: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" \
+             "dirty: $(git -C "$REPO" status --porcelain 2>/dev/null | grep -c .)"
+        echo "CUDA_HOME=${CUDA_HOME:-unset} FASTRNN_CUDA_ARCHS=$FASTRNN_CUDA_ARCHS nproc=$(nproc)"
+        nvidia-smi 2>&1 | head -20
+        "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version 2>&1 | tail -2
+        "$PYTHON" -c 'import torch, triton, numpy; print("torch", torch.__version__, "cuda", torch.version.cuda,
+"cudnn", torch.backends.cudnn.version(), "triton", triton.__version__, "numpy", numpy.__version__);
+p = torch.cuda.get_device_properties(0); print(p.name, p.multi_processor_count, "SMs", p.total_memory >> 20, "MiB")' 2>&1
+    } > "$OUT_DIR/environment.txt" 2>&1
+    say "commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown), deadline ${DEADLINE}s"
+    # --- 2. the extension build, in the background (minutes; nothing before step 6 needs it) ---
+    ( timeout 300 "$PYTHON" setup.py build_ext --inplace > "$WORK/build.log" 2>&1; echo $? > "$WORK/build.rc" ) &
+    BUILD_PID=$!
+else
+    echo "environment -> environment.txt; extension build in the background (timeout 300s)"
 fi
 
-echo "results in $OUT_DIR"
-cat "$SUMMARY"
+# --- 3. the mma fragment layouts: everything else rests on them --------------------------------
+step cpp_mma 45 bash -c "nvcc $NVCC_FLAGS tests/cpp/test_mma.cu -o $WORK/test_mma && $WORK/test_mma"
+# --- 4. the persistent CUDA kernels against a float64 CPU loop (H=768 splits, several passes) --
+step cpp_persistent 90 bash -c "nvcc $NVCC_FLAGS tests/cpp/test_persistent.cu -o $WORK/test_persistent && $WORK/test_persistent"
+# --- 5. kernel-only timings: empty-barrier floor, full step, and parts dropped -----------------
+step kernel_timing 60 bash -c "nvcc $NVCC_FLAGS bench/kernel_timing.cu -o $WORK/kernel_timing && $WORK/kernel_timing $OUT_DIR/kernel_timing.jsonl"
+# --- 6. correctness of both backends at the target shapes vs float64 (Triton first: no build) --
+CORRECT="(test_sequence_1024 or test_lengths_both_directions) and bfloat16 or test_sequence_1024 and lstm-float32"
+step correct_triton 100 "$PYTHON" -m pytest tests/test_kernels_at_scale.py -q -k "triton and ($CORRECT)" \
+    -o junit_family=xunit2 --junitxml="$OUT_DIR/correct_triton.xml"
+if [ "$DRY_RUN" != 1 ]; then
+    wait "$BUILD_PID"
+    say "$(printf '%-16s %-9s t=%4ss' build "$( [ "$(cat "$WORK/build.rc" 2>/dev/null)" = 0 ] && echo ok || echo "FAIL rc=$(cat "$WORK/build.rc" 2>/dev/null)")" "$SECONDS")"
+    [ "$(cat "$WORK/build.rc" 2>/dev/null)" = 0 ] || FAILED=1
+    { echo "== build (background) log tail:"; tail -40 "$WORK/build.log"; } >> "$LOG"
+fi
+step correct_cuda 50 "$PYTHON" -m pytest tests/test_kernels_at_scale.py -q -k "cuda and ($CORRECT)" \
+    -o junit_family=xunit2 --junitxml="$OUT_DIR/correct_cuda.xml"
+# --- 7. the targets preset against torch.nn (cuDNN bf16 and fp16), side by side ----------------
+step bench_targets 110 "$PYTHON" -m fastrnn.bench --preset targets --backends torch,triton,cuda --strict \
+    --repeats 20 --warmup 3 --output "$OUT_DIR/bench_targets.json"
+# --- 8. the rest of the GPU tests (CPU-only tests are not rerun here) ---------------------------
+GPU_FILES="tests/test_cuda_backend.py tests/test_cuda_graphs.py tests/test_build.py tests/test_autocast.py tests/test_triton_backend.py tests/test_triton_launch.py tests/test_kernels_at_scale.py"
+XDIST="$("$PYTHON" -c 'import xdist' >/dev/null 2>&1 && echo "-n 8")"  # Triton compiles in parallel
+step gpu_tests 600 "$PYTHON" -m pytest $GPU_FILES -q $XDIST -k "not ($CORRECT)" \
+    -o junit_family=xunit2 --junitxml="$OUT_DIR/gpu_tests.xml"
+
+if [ "$DRY_RUN" = 1 ]; then
+    echo "files: summary.txt environment.txt log.txt kernel_timing.jsonl correct_triton.xml correct_cuda.xml bench_targets.json gpu_tests.xml"
+    exit 0
+fi
+say "done at t=${SECONDS}s: $( [ "$FAILED" = 0 ] && echo 'ALL STEPS PASSED' || echo 'SOME STEPS FAILED')"
+echo "== summary ($OUT_DIR)"; cat "$SUMMARY"
 exit "$FAILED"

@@ -10,7 +10,10 @@
 #include <torch/extension.h>
 
 #include <limits>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 #include <type_traits>
 
 #include "cell_math.cuh"
@@ -78,6 +81,20 @@ inline DeviceLimits device_limits(int device) {
   return d;
 }
 
+// Raises `kernel`'s dynamic shared-memory limit on `device` to the device's opt-in maximum, once
+// per (kernel, device) for the life of the process. Setting it to each launch's own size before
+// every launch (as this file once did) races: two host threads launching the same kernel can
+// interleave set(A), set(B), launch(A > B) and fail the launch. With the limit at the maximum,
+// every plan's size (at most that maximum, checked by make_plan) is always allowed.
+inline void raise_smem_limit_once(const void* kernel, int device, int64_t smem_optin) {
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> done;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (done.count({kernel, device}) != 0) return;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_optin)));
+  done.insert({kernel, device});
+}
+
 // Why `kernel` cannot run this problem as one cooperative launch on `device` (empty when it can):
 // no cooperative launch support, W_hh slice too large for shared memory, or fewer co-resident
 // blocks than the plan needs (a partitioned or shared GPU). Fills *plan when it can. Used before
@@ -98,8 +115,7 @@ std::string cooperative_fit(void (*kernel)(Args), int64_t cell, int itemsize, in
            " bytes of shared memory per block): each SM's slice of W_hh must fit; see fastrnn/cuda/capacity.py";
   }
   // Above 48 KB of dynamic shared memory the kernel must opt in before the occupancy query.
-  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(plan->smem)));
+  raise_smem_limit_once(reinterpret_cast<const void*>(kernel), device, limits.smem_per_block);
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel), kThreads,
                                                                static_cast<size_t>(plan->smem)));

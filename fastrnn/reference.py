@@ -63,7 +63,9 @@ def reference_layer(
 
     h, c = h0, c0
     weight_hh_t = weight_hh.t()
-    outputs = [None] * seq_len
+    # Appended in processing order and flipped at the end: TorchDynamo (torch 2.11) breaks the
+    # graph on list item assignment (outputs[t] = ...), not on append.
+    outputs = []
     for t in range(seq_len - 1, -1, -1) if reverse else range(seq_len):
         if cell.sums_preactivations:  # gx + h W_hh^T in one addmm
             h_new, c_new = cell.update(torch.addmm(gx[t], h, weight_hh_t), None, h, c)
@@ -73,17 +75,17 @@ def reference_layer(
             h_new = F.linear(h_new, weight_hr)
         if active is None:
             h, c = h_new, c_new
-            outputs[t] = h_new
+            outputs.append(h_new)
         else:
             keep = active[t]
             h = torch.where(keep, h_new, h)
             if c is not None:
                 c = torch.where(keep, c_new, c)
-            outputs[t] = torch.where(keep, h_new, torch.zeros_like(h_new))
+            outputs.append(torch.where(keep, h_new, torch.zeros_like(h_new)))
     if seq_len == 0:
         out = x.new_zeros((0, x.shape[1], h0.shape[-1]))
     else:
-        out = torch.stack(outputs)
+        out = torch.stack(outputs[::-1] if reverse else outputs)
     return out, h, c
 
 

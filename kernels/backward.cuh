@@ -57,6 +57,7 @@ struct BackwardArgs {
   int batch_tile;
   bool reverse;
   bool tf32;  // fp32 only: recurrent product on TF32 tensor cores (torch's matmul TF32 flag)
+  uint32_t variant;  // 0; kVariant* flags (layout.cuh) only in bench/kernel_timing.cu
 };
 
 template <typename Cell, typename T>
@@ -126,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
       }
     }
     grid.sync();  // dgh_t of every unit visible to every block
-    if (k + 1 < TT) {  // next step's phase-A inputs of this block's units, fetched during phase B
+    if (k + 1 < TT && !(a.variant & kVariantNoPrefetch)) {  // next step's phase-A inputs, fetched during phase B
       const int64_t t_next = a.reverse ? t + 1 : t - 1;
       prefetch_rows_l2(a.saved + t_next * B * S * H + u0, B * S, H * sizeof(float), nu * sizeof(float));
       prefetch_rows_l2(a.dout + t_next * B * H + u0, B, H * sizeof(T), nu * sizeof(T));
@@ -135,9 +136,9 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with dg_s and part_s
-      stage_rows(dg_s, dg + b0 * GH, nb, shape);
+      if (!(a.variant & kVariantSkipStaging)) stage_rows(dg_s, dg + b0 * GH, nb, shape);
       __syncthreads();
-      block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);
+      if (!(a.variant & kVariantSkipProduct)) block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
       for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;

@@ -22,12 +22,15 @@
 
 namespace fastrnn {
 
-// 16 bytes from global (ld.global.cg: L2, not L1) to shared memory; both 16-byte aligned.
-__device__ __forceinline__ void copy16_cg(void* dst, const void* src) {
+// 16 bytes from global memory with ld.global.cg (L2, not L1: other blocks wrote them); 16-byte
+// aligned.
+__device__ __forceinline__ uint4 load16_cg(const void* src) {
 #if defined(FASTRNN_HOST_EMULATION)
-  std::memcpy(dst, src, 16);
+  uint4 v;
+  std::memcpy(&v, src, 16);
+  return v;
 #else
-  *reinterpret_cast<uint4*>(dst) = __ldcg(reinterpret_cast<const uint4*>(src));
+  return __ldcg(reinterpret_cast<const uint4*>(src));
 #endif
 }
 
@@ -48,44 +51,48 @@ template <typename T>
 __device__ __forceinline__ void block_product(const T* a, const T* b, int64_t nb, const ProductShape& s, int64_t pld,
                                               float* part, bool tf32) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  const int64_t k_tiles = ceil_div(s.k, kTileK);
+  // 32-bit offsets: everything indexed here lives in one block's shared memory (< 2^18 bytes).
+  const int k_tiles = static_cast<int>(ceil_div(s.k, kTileK));
   const int n_tiles = static_cast<int>(ceil_div(nb, kTileN));  // <= kMaxNTiles (layout.cuh)
+  const int ld = static_cast<int>(s.ld), rows = static_cast<int>(s.rows), m_tiles = static_cast<int>(s.m_tiles);
+  const int nbi = static_cast<int>(nb), pldi = static_cast<int>(pld);
   float* slab = partial_slab(part, warp, s, pld);
   const int g = lane / 4, q = lane % 4;
   {
     if (kTensorCoreType<T> || tf32) {  // tensor cores; warp-uniform
-      for (int64_t mt = 0; mt < s.m_tiles; ++mt) {
-        const int64_t r0 = mt * kTileM + g, r1 = r0 + 8;
-        const bool ok0 = r0 < s.rows, ok1 = r1 < s.rows;
+      for (int mt = 0; mt < m_tiles; ++mt) {
+        const int r0 = mt * kTileM + g, r1 = r0 + 8;
+        const bool ok0 = r0 < rows, ok1 = r1 < rows;
+        const T* a0 = a + r0 * ld;
+        const T* a1 = a + r1 * ld;
         float d[kMaxNTiles][4] = {};
-        for (int64_t kt = warp; kt < k_tiles; kt += warps) {  // warp-uniform: every lane runs the mma
+#pragma unroll 2
+        for (int kt = warp; kt < k_tiles; kt += warps) {  // warp-uniform: every lane runs the mma
           if constexpr (kTensorCoreType<T>) {
-            const int64_t k = kt * kTileK + 2 * q;
-            const uint32_t af[4] = {ok0 ? load_pair(a + r0 * s.ld + k) : 0u, ok1 ? load_pair(a + r1 * s.ld + k) : 0u,
-                                    ok0 ? load_pair(a + r0 * s.ld + k + 8) : 0u,
-                                    ok1 ? load_pair(a + r1 * s.ld + k + 8) : 0u};
+            const int k = kt * kTileK + 2 * q;
+            const uint32_t af[4] = {ok0 ? load_pair(a0 + k) : 0u, ok1 ? load_pair(a1 + k) : 0u,
+                                    ok0 ? load_pair(a0 + k + 8) : 0u, ok1 ? load_pair(a1 + k + 8) : 0u};
 #pragma unroll
             for (int nt = 0; nt < kMaxNTiles; ++nt) {
               if (nt < n_tiles) {
-                const int64_t n = nt * kTileN + g;  // this lane's B column
-                const bool b_ok = n < nb;
-                const uint32_t bf[2] = {b_ok ? load_pair(b + n * s.ld + k) : 0u,
-                                        b_ok ? load_pair(b + n * s.ld + k + 8) : 0u};
+                const int n = nt * kTileN + g;  // this lane's B column
+                const bool b_ok = n < nbi;
+                const uint32_t bf[2] = {b_ok ? load_pair(b + n * ld + k) : 0u,
+                                        b_ok ? load_pair(b + n * ld + k + 8) : 0u};
                 mma_16x8x16<T>(d[nt], af, bf);
               }
             }
           } else {
-            for (int64_t k = kt * kTileK + q; k < kt * kTileK + kTileK; k += 8) {  // two k8 steps
-              const uint32_t af[4] = {ok0 ? to_tf32(a[r0 * s.ld + k]) : 0u, ok1 ? to_tf32(a[r1 * s.ld + k]) : 0u,
-                                      ok0 ? to_tf32(a[r0 * s.ld + k + 4]) : 0u,
-                                      ok1 ? to_tf32(a[r1 * s.ld + k + 4]) : 0u};
+#pragma unroll
+            for (int k = kt * kTileK + q; k < kt * kTileK + kTileK; k += 8) {  // two k8 steps
+              const uint32_t af[4] = {ok0 ? to_tf32(a0[k]) : 0u, ok1 ? to_tf32(a1[k]) : 0u,
+                                      ok0 ? to_tf32(a0[k + 4]) : 0u, ok1 ? to_tf32(a1[k + 4]) : 0u};
 #pragma unroll
               for (int nt = 0; nt < kMaxNTiles; ++nt) {
                 if (nt < n_tiles) {
-                  const int64_t n = nt * kTileN + g;
-                  const bool b_ok = n < nb;
-                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * s.ld + k]) : 0u,
-                                          b_ok ? to_tf32(b[n * s.ld + k + 4]) : 0u};
+                  const int n = nt * kTileN + g;
+                  const bool b_ok = n < nbi;
+                  const uint32_t bf[2] = {b_ok ? to_tf32(b[n * ld + k]) : 0u, b_ok ? to_tf32(b[n * ld + k + 4]) : 0u};
                   mma_16x8x8_tf32(d[nt], af, bf);
                 }
               }
@@ -94,7 +101,7 @@ __device__ __forceinline__ void block_product(const T* a, const T* b, int64_t nb
         }
 #pragma unroll
         for (int nt = 0; nt < kMaxNTiles; ++nt) {
-          if (nt < n_tiles) store_tile(slab + mt * kTileM * pld + nt * kTileN, pld, g, q, d[nt]);
+          if (nt < n_tiles) store_tile(slab + mt * kTileM * pldi + nt * kTileN, pld, g, q, d[nt]);
         }
       }
       return;
@@ -132,26 +139,47 @@ __device__ __forceinline__ float partial_sum(const float* part, const ProductSha
                                              int64_t n) {
   const int warps = blockDim.x / 32;
   const int64_t slab = s.m_tiles * kTileM * pld;
+  const float* p = part + m * pld + n;
   float sum = 0.f;
-  for (int w = 0; w < warps; ++w) sum += part[w * slab + m * pld + n];
+#pragma unroll 8
+  for (int w = 0; w < warps; ++w) sum += p[w * slab];  // kWarps (8) at launch: one unrolled pass
   return sum;
 }
 
 // Copies `rows` rows of K = s.k elements from global memory (row stride K, read from L2 past L1:
 // other blocks wrote them) into shared memory (row stride s.ld). 16 bytes per load where K and
 // the source address allow it (every row then starts 16-byte aligned on both sides: ld*itemsize
-// is a multiple of 16, layout.cuh), else one element per load.
+// is a multiple of 16, layout.cuh), else one element per load. Each thread issues up to
+// kStageBatch 16-byte loads before the first store, so its L2 round trips overlap instead of
+// running one after another (the target shape's forward stages 6 vectors per thread, the
+// backward 24: one and three round trips instead of 6 and 24). Offsets are 32-bit: a staged
+// tile is at most kMaxBatchTile rows of G*H elements.
+constexpr int kStageBatch = 8;
+
 template <typename T>
 __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, const ProductShape& s) {
   constexpr int kVec = 16 / sizeof(T);
-  if (s.k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    const int64_t vecs = s.k / kVec;
-    for (int64_t i = threadIdx.x; i < rows * vecs; i += blockDim.x) {
-      const int64_t r = i / vecs, c = (i % vecs) * kVec;
-      copy16_cg(dst + r * s.ld + c, src + r * s.k + c);
+  const int k = static_cast<int>(s.k), ld = static_cast<int>(s.ld);
+  const int threads = static_cast<int>(blockDim.x);
+  if (k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    const int vecs = k / kVec;
+    const int total = static_cast<int>(rows) * vecs;
+    for (int base = static_cast<int>(threadIdx.x); base < total; base += kStageBatch * threads) {
+      uint4 v[kStageBatch];
+#pragma unroll
+      for (int j = 0; j < kStageBatch; ++j) {
+        const int i = base + j * threads;
+        if (i < total) v[j] = load16_cg(src + (i / vecs) * k + (i % vecs) * kVec);
+      }
+#pragma unroll
+      for (int j = 0; j < kStageBatch; ++j) {
+        const int i = base + j * threads;
+        if (i < total) *reinterpret_cast<uint4*>(dst + (i / vecs) * ld + (i % vecs) * kVec) = v[j];
+      }
     }
   } else {
-    for (int64_t i = threadIdx.x; i < rows * s.k; i += blockDim.x) dst[(i / s.k) * s.ld + i % s.k] = __ldcg(src + i);
+    const int total = static_cast<int>(rows) * k;
+    for (int i = static_cast<int>(threadIdx.x); i < total; i += threads) dst[(i / k) * ld + i % k] = __ldcg(src + i);
   }
 }
 

@@ -5,6 +5,10 @@
 // can be tested without a GPU.
 #pragma once
 
+#include <cstdint>
+
+#include "layout.cuh"  // FASTRNN_LAYOUT_HD
+
 #if !defined(FASTRNN_HOST_EMULATION)
 #include <cooperative_groups.h>
 #endif
@@ -12,22 +16,39 @@
 namespace fastrnn {
 
 // A hint that moves no data the kernel can see: start bringing the bytes at `p` into L2, so a load
-// issued later (after the grid barrier) finds them there instead of in HBM. A no-op on the CPU.
+// issued later (after the grid barrier) finds them there instead of in HBM. Under the CPU
+// emulation it records the address (host_emulation.h).
 __device__ __forceinline__ void prefetch_l2(const void* p) {
-#if !defined(FASTRNN_HOST_EMULATION) && defined(__CUDA_ARCH__)
+#if defined(FASTRNN_HOST_EMULATION)
+  fastrnn_emu::record_prefetch(p);  // the tests check which sectors were hinted
+#elif defined(__CUDA_ARCH__)
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 #else
   (void)p;
 #endif
 }
 
+// Number of 32-byte sectors a segment of `span` bytes starting `offset` bytes into a sector
+// touches: a segment that does not start on a sector boundary reaches one sector further.
+FASTRNN_LAYOUT_HD constexpr int64_t sectors_touched(int64_t offset, int64_t span) {
+  return span <= 0 ? 0 : (offset % 32 + span + 31) / 32;
+}
+
 // Block-cooperative prefetch of `rows` segments of `span` bytes, row r starting at
-// base + r * stride bytes: one hint per 32-byte sector, every address inside a segment.
+// base + r * stride bytes: one hint per 32-byte sector a segment touches (each hint at a sector
+// start, so the segment's tail sector is covered too).
 __device__ __forceinline__ void prefetch_rows_l2(const void* base, int64_t rows, int64_t stride, int64_t span) {
-  const int64_t sectors = (span + 31) / 32;
   const char* p = static_cast<const char*>(base);
+  // Row starts differ by `stride`, so each row's offset into its first sector differs: take the
+  // most sectors any row needs (at most one more than the aligned count).
+  const int64_t sectors = (span + 31) / 32 + 1;
   for (int64_t i = threadIdx.x; i < rows * sectors; i += blockDim.x) {
-    prefetch_l2(p + (i / sectors) * stride + (i % sectors) * 32);
+    const char* row = p + (i / sectors) * stride;
+    const uintptr_t first = reinterpret_cast<uintptr_t>(row) & ~static_cast<uintptr_t>(31);
+    const int64_t s = i % sectors;
+    if (s < sectors_touched(static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) & 31), span)) {
+      prefetch_l2(reinterpret_cast<const void*>(first + static_cast<uintptr_t>(s) * 32));
+    }
   }
 }
 

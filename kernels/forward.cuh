@@ -61,6 +61,7 @@ struct ForwardArgs {
   int batch_tile;  // BT
   bool reverse;
   bool tf32;  // fp32 only: recurrent product on TF32 tensor cores (torch's matmul TF32 flag)
+  uint32_t variant;  // 0; kVariant* flags (layout.cuh) only in bench/kernel_timing.cu
 };
 
 template <typename Cell, typename T>
@@ -106,9 +107,9 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with h_s and part_s
-      stage_rows(h_s, h_prev + b0 * H, nb, shape);
+      if (!(a.variant & kVariantSkipStaging)) stage_rows(h_s, h_prev + b0 * H, nb, shape);
       __syncthreads();
-      block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
+      if (!(a.variant & kVariantSkipProduct)) block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
       for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
@@ -141,12 +142,18 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
         }
       }
     }
-    if (k + 1 < TT) {  // next step's gx of this block's units (HBM latency hidden behind the barrier)
+    // After the last step no block reads hx again (the final state below is this block's own
+    // hstate / cbuf), so the last step needs only a block barrier, not a grid barrier.
+    if (k + 1 < TT) {
+      // Next step's gx of this block's units (HBM latency hidden behind the barrier).
       const int64_t t_next = a.reverse ? t - 1 : t + 1;
-      prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
+      if (!(a.variant & kVariantNoPrefetch)) {
+        prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
+      }
+      grid.sync();  // h_t complete in every block before anyone reads it
     }
-    grid.sync();  // h_t complete in every block before anyone reads it
   }
+  __syncthreads();  // the loop below reads hstate / cbuf that other threads of the block wrote
   // Final state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;

@@ -16,7 +16,8 @@
 // Rows are padded to ld = align_up(K, 16) + 8 elements: whole 16-wide k-tiles never leave a
 // row, and a row stride of 8 (mod 16) elements puts the 8 rows one mma fragment load touches in
 // 8 different bank groups (no conflicts). BT = batch rows per pass (1..kMaxBatchTile): the plan
-// takes the largest that fits, so a step usually needs one pass (two block barriers) per block.
+// takes the fewest passes that fit, balanced over the batch, so a step usually needs one pass
+// (two block barriers) per block.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,13 @@
 namespace fastrnn {
 
 constexpr int kThreads = 256;      // threads per block
+
+// Timing variants of the persistent kernels (ForwardArgs / BackwardArgs::variant; 0 = the real
+// kernel). Each drops one part of a step so bench/kernel_timing.cu can show where a step's time
+// goes; the results are then wrong, so only that benchmark sets them.
+constexpr uint32_t kVariantSkipStaging = 1;   // no copy of h / dgates into shared memory
+constexpr uint32_t kVariantNoPrefetch = 2;    // no L2 prefetch of the next step's inputs
+constexpr uint32_t kVariantSkipProduct = 4;   // no recurrent product (partials left as they are)
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
 constexpr int kMaxNTiles = 8;      // n-tiles of C one warp accumulates at once (in registers)
@@ -84,7 +92,9 @@ struct Plan {
 };
 
 // The launch plan: as many blocks as SMs allow (at most one per hidden unit), so each holds the
-// smallest slice; then the largest batch tile that still fits `smem_per_block` bytes.
+// smallest slice; then the fewest passes over the batch the shared memory allows (the largest
+// batch tile that fits `smem_per_block` bytes), and of the tiles that give that many passes the
+// smallest (balanced: B=100 with room for 64 rows runs two passes of 50, not 64 + 36).
 // Returns blocks == 0 when even BT = 1 does not fit.
 inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, int num_sms, int64_t smem_per_block,
                       bool backward) {
@@ -97,10 +107,12 @@ inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, in
   for (int64_t tile = max_tile; tile >= 1; --tile) {
     const int64_t bytes = smem_bytes(gates, itemsize, hidden, units, static_cast<int>(tile), backward);
     if (bytes <= smem_per_block) {
+      const int64_t rows = batch > 0 ? batch : 1;
+      const int64_t balanced = ceil_div(rows, ceil_div(rows, tile));  // <= tile: fits too
       plan.blocks = static_cast<int>(used_blocks);
       plan.units = static_cast<int>(units);
-      plan.batch_tile = static_cast<int>(tile);
-      plan.smem = bytes;
+      plan.batch_tile = static_cast<int>(balanced);
+      plan.smem = smem_bytes(gates, itemsize, hidden, units, static_cast<int>(balanced), backward);
       return plan;
     }
   }

@@ -152,6 +152,9 @@ def test_capacity_table_h100():
         128, 6, 16, 24 * 776 * 2 + 16 * 776 * 2 + 8 * 2 * 16 * 16 * 4)
     # B=256: 64 rows per pass at most.
     assert plan(4, 2, 768, 256, H100_SMS, H100_SMEM_PER_BLOCK, False).batch_tile == 64
+    # Balanced passes: B=100 runs two passes of 50 rows, not 64 + 36; B=130, three of 44.
+    assert plan(4, 2, 768, 100, H100_SMS, H100_SMEM_PER_BLOCK, False).batch_tile == 50
+    assert plan(4, 2, 768, 130, H100_SMS, H100_SMEM_PER_BLOCK, False).batch_tile == 44
     for gates, itemsize in ((1, 4), (3, 4), (4, 4), (1, 2), (3, 2), (4, 2)):
         limit = capacity(gates, itemsize)
         assert all(plan(gates, itemsize, limit, 1, H100_SMS, H100_SMEM_PER_BLOCK, bwd).blocks for bwd in (0, 1))

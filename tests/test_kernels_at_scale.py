@@ -7,7 +7,9 @@ For every output, final state and gradient (x, h0, c0, every parameter):
 
 with y64 the float64 reference on the same (rounded) inputs; floor = 1e-4 keeps two tiny fp32
 errors from failing on a tie. TF32 is off for both (torch's matmul and cuDNN flags). Sizes: T=1024, B=16, I=H=768 (H capped at the backend's capacity for the cell and dtype), and
-the largest H the backend takes at T=64. Outputs are NaN-poisoned by both backends' test hooks.
+the largest H the backend takes at T=64; and T=128, B=130, H=768 with per-sequence lengths in
+both directions (several batch tiles per step) against the reference alone (design.md §6's
+bounds: torch.nn takes lengths only through packing). Outputs are NaN-poisoned by both backends' test hooks.
 
 Without a GPU the kernel cases skip with a reason; one CPU case runs the same harness with the
 reference backend at a small size, so the harness itself is exercised in CI.
@@ -171,3 +173,60 @@ def test_harness_on_cpu_with_reference(cell_name):
     """The harness above, run by the reference backend in float32 on the CPU (CI has no GPU)."""
     assert largest_hidden("reference", cell_name, torch.float32, torch.device("cpu"), limit=64) == 64
     check_against_torch("reference", cell_name, torch.float32, 16, 3, 24, torch.device("cpu"), _poison("reference"))
+
+
+# design.md §6's bounds where torch.nn has no same-shaped twin to compare with (per-sequence
+# lengths run through packing there): relative error against the float64 reference.
+ABS_TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def check_directions_and_lengths(backend, cell_name, dtype, T, B, H, reverse, device, poison):
+    """One layer-direction with per-sequence lengths (0, full and random) against the float64
+    reference: outputs, final states and every gradient."""
+    cell = CELLS[cell_name]
+    inputs64 = make_layer_inputs(cell, T, B, H, H, device=device, seed=T + B + H + reverse)
+    lowp = [t.to(dtype) if t is not None else None for t in inputs64]
+    truth = [t.double() if t is not None else None for t in lowp]
+    generator = torch.Generator().manual_seed(B)
+    lengths = torch.randint(0, T + 1, (B,), generator=generator)
+    lengths[0], lengths[-1] = 0, T
+
+    def ref(*args):
+        return reference_layer(cell, *args, None, lengths.to(device), reverse)
+
+    def ours(*args):
+        with poison():
+            return rnn_layer(cell, *args, lengths=lengths.to(device), reverse=reverse, backend=backend)
+
+    expected, expected_grads = run_and_grad(ref, truth)
+    got, grads = run_and_grad(ours, lowp)
+    names = list(STATE_NAMES) + [f"grad of {n}" for n in INPUT_NAMES]
+    failures = [f"{name}: {rel_err(g, e):.2e}" for name, g, e in zip(names, list(got) + grads,
+                                                                    list(expected) + expected_grads)
+                if e is not None and not rel_err(g, e) < ABS_TOL[dtype]]
+    assert not failures, (f"{backend} {cell_name} {dtype} T={T} B={B} H={H} reverse={reverse}: "
+                          + "; ".join(failures))
+
+
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_lengths_both_directions_several_batch_tiles(backend, cell_name, dtype_name, reverse, no_tf32):
+    """The target H=768 (6 units a block for the CUDA kernels on 132 SMs), B=130: several batch
+    tiles per step (Triton: 9 tiles of 16; CUDA: 3 balanced passes of at most 64 rows), lengths,
+    both directions."""
+    _require(backend)
+    device, dtype = torch.device("cuda"), DTYPES[dtype_name]
+    H = min(768, largest_hidden(backend, cell_name, dtype, device))
+    check_directions_and_lengths(backend, cell_name, dtype, 128, 130, H, reverse, device, _poison(backend))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_harness_on_cpu_with_reference(reverse):
+    """The lengths harness above, run by the reference backend on the CPU (CI has no GPU)."""
+    check_directions_and_lengths("reference", "lstm", torch.float32, 8, 5, 16, reverse,
+                                 torch.device("cpu"), _poison("reference"))

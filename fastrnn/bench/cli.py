@@ -272,6 +272,7 @@ def _run(args, parser) -> int:
     device_info = metadata["device"]
 
     rows, skipped = [], []
+    path = None if args.no_save else report.json_path(args.output, {"metadata": metadata})
     for i, config in enumerate(configs, 1):
         if not args.quiet:
             runner.progress(i, len(configs), config, started)
@@ -279,6 +280,8 @@ def _run(args, parser) -> int:
                                  check_errors=not args.no_check, seed=args.seed, time_budget_s=per_config)
         rows += r
         skipped += [dict(config=config.as_dict(), **item) for item in s]
+        if path is not None and i < len(configs):
+            runner.write_partial(path, metadata, args.preset, rows, skipped, i, len(configs))
 
     short = sum(1 for r in rows if r["samples"] < repeats)
     if short:
@@ -308,8 +311,7 @@ def _run(args, parser) -> int:
     }
     result["wall_s"] = round(time.perf_counter() - started, 2)
     print(report.table(result))
-    if not args.no_save:
-        path = report.json_path(args.output, result)
+    if path is not None:
         report.write_json(result, path)
         print(f"\nwrote {path}", file=sys.stderr)
     if args.csv:

@@ -403,3 +403,15 @@ def _rows(config, impls, samples, errors, memory, device_info, rotation, repeats
 def progress(index: int, total: int, config: Config, started: float, stream=sys.stderr) -> None:
     print(f"[{index}/{total}] {config.label()} ... ({time.perf_counter() - started:.0f} s)",
           file=stream, flush=True)
+
+
+def write_partial(path, metadata: dict, preset: str, rows: List[dict], skipped: List[dict], done: int,
+                  total: int) -> None:
+    """Writes what is measured so far to the run's JSON file after each configuration, so a run
+    stopped part-way (a time limit on a borrowed GPU) still leaves every finished row. The
+    finished run overwrites it with the full result; a partial file says ``"partial"``."""
+    from . import report
+
+    report.write_json({"schema": "fastrnn-bench/1", "partial": {"configs_done": done, "configs_total": total},
+                       "metadata": metadata, "settings": {"preset": preset}, "rows": rows, "skipped": skipped,
+                       "notes": [f"partial: {done} of {total} configurations done"]}, path)

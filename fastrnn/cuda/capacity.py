@@ -13,8 +13,10 @@ Shared memory per block (kernels/layout.cuh), rows padded to ld = align16(K) + 8
 
     A: M * ld * itemsize   +   B: BT * ld * itemsize   +   partials: 8 warps * ceil(M/16)*16 * align8(BT) * 4
 
-(A and B each rounded up to 16 bytes). BT is the largest of 64, 63, ..., 1 (and at most B) that
-fits; the problem fits when BT = 1 fits, in both directions. This restates ``fastrnn::make_plan``,
+(A and B each rounded up to 16 bytes). The passes over the batch are the fewest that fit (the
+largest BT of 64, 63, ..., 1, at most B, that fits), and BT is then balanced over them:
+BT = ceil(B / passes) (B=100 with room for 64 rows: two passes of 50, not 64 + 36). The problem
+fits when BT = 1 fits, in both directions. This restates ``fastrnn::make_plan``,
 which the host launcher uses; tests/test_cuda_backend.py checks the two agree through
 ``fastrnn._C.plan``.
 
@@ -76,7 +78,9 @@ def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_
     for tile in range(min(max(batch, 1), MAX_BATCH_TILE), 0, -1):
         nbytes = smem_bytes(gates, itemsize, hidden, units, tile, backward)
         if nbytes <= smem_per_block:
-            return Plan(used, units, tile, nbytes)
+            rows = max(batch, 1)
+            tile = -(-rows // -(-rows // tile))  # balanced: ceil(B / passes)
+            return Plan(used, units, tile, smem_bytes(gates, itemsize, hidden, units, tile, backward))
     return Plan(0, 0, 0, 0)
 
 

@@ -14,6 +14,8 @@ Files (one fact per place):
 - ``backward.py``      small-H persistent reverse-time backward kernel
 - ``large_h.py``       large-H forward and backward kernels (W_hh split across programs, a grid
                        barrier per step, or one launch per step)
+- ``launch.py``        launching the large-H kernels: grid size from the compiled kernel's
+                       occupancy, cooperative launch, the stall fallback to one launch per step
 - ``autograd.py``      the ``torch.autograd.Function``: regime choice, launches, torch GEMMs
 - ``backend.py``       registration as backend ``"triton"`` and the support checks
 - ``resources.py``     compiles the kernels for sm_90 without a GPU and reports regs/shared memory

@@ -11,8 +11,9 @@ Backward:
 
 Regime (make_plan): the small-H kernels (forward.py / backward.py: one program per batch tile
 with all of W_hh) up to capacity.small_h_capacity, else the large-H kernels (large_h.py: W_hh
-split in slices of 16 hidden units), persistent with a grid barrier when the slices fit one per
-SM, else one launch per step.
+split in slices of 16 hidden units), persistent with a grid barrier when the compiled kernel's
+occupancy lets all slices be resident at once, else one launch per step (launch.py: cooperative
+launch, bounded barrier wait, step-wise rerun on a stall).
 
 The forward saves fp32 activations for the backward (cell_ids.NUM_SAVED values per unit and
 step: 1 Elman, 5 LSTM, 4 GRU) instead of recomputing them: fast, at (T, B, S*H) * 4 bytes.
@@ -41,6 +42,8 @@ from .capacity import MIN_BLOCK, block_size, small_h_capacity
 from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
 from .forward import recurrent_forward_kernel
 from .large_h import sliced_backward_kernel, sliced_forward_kernel
+from . import launch as launch_config
+from .launch import run_large_h
 
 # How many times each kernel was launched in this process, by regime ("forward", "backward" for
 # the small-H kernels, "large_h_forward", "large_h_backward"); the tests read it to prove the
@@ -117,6 +120,22 @@ def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, devic
     return Plan(True, block_h, block_hs, persistent, 4 if block_h * block_hs <= 64 * 64 else 8, groups)
 
 
+def _steps(seq_len: int, persistent: bool, backward: bool) -> list:
+    """The launches of a large-H kernel: (k_begin, k_end[, finish]) each. Persistent: one launch.
+    Step-wise: one per step; the backward's last launch only finishes step T-1 (phase A: dh0)."""
+    if backward:
+        if persistent:
+            return [(0, seq_len, 1)]
+        return [(k, k + 1, 0) for k in range(seq_len)] + [(seq_len, seq_len, 1)]
+    return [(0, seq_len)] if persistent else [(k, k + 1) for k in range(seq_len)]
+
+
+def _interpreting() -> bool:
+    from .backend import interpreting
+
+    return interpreting()
+
+
 def _device_guard(tensor: Tensor):
     """Triton launches on the current CUDA device: make it the tensors' device."""
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
@@ -171,20 +190,31 @@ class TritonLayer(torch.autograd.Function):
                 )
                 LAUNCHES["forward"] += 1
             else:
-                grid = (plan.slices(hidden), plan.groups)
                 hbuf = _empty(2, batch, hidden, like=x, dtype=torch.float32)
-                hbuf[0].copy_(h0_c)
                 hdot = _empty(2, batch, hidden, like=w_hh_c)
-                hdot[0].copy_(h0_c)
-                cbuf = c0_arg.float().clone(memory_format=torch.contiguous_format)
-                counters = torch.zeros(grid[1], dtype=torch.int32, device=x.device)
-                steps = [(0, seq_len)] if plan.persistent else [(k, k + 1) for k in range(seq_len)]
-                for k_begin, k_end in steps:
-                    sliced_forward_kernel[grid](
-                        gx, w_hh_c, b_hn, hbuf, hdot, cbuf, lengths, out, saved, counters, seq_len, batch,
-                        k_begin, k_end, BLOCK_HS=plan.block_hs, BARRIER=plan.persistent, **consts
-                    )
-                    LAUNCHES["large_h_forward"] += 1
+                cbuf = torch.empty(batch, hidden, device=x.device, dtype=torch.float32)
+
+                def reset():
+                    hbuf[0].copy_(h0_c)
+                    hdot[0].copy_(h0_c)
+                    cbuf.copy_(c0_arg)
+
+                def launch(grid, steps, persistent, counters, stall, cooperative, warmup):
+                    for k_begin, k_end in steps:
+                        args = (gx, w_hh_c, b_hn, hbuf, hdot, cbuf, lengths, out, saved, counters, stall, seq_len,
+                                batch, k_begin, k_end, launch_config.MAX_SPINS)
+                        kw = dict(BLOCK_HS=plan.block_hs, BARRIER=persistent, launch_cooperative_grid=cooperative,
+                                  **consts)
+                        if warmup:
+                            return sliced_forward_kernel.warmup(*args, grid=grid, **kw)
+                        compiled = sliced_forward_kernel[grid](*args, **kw)
+                        LAUNCHES["large_h_forward"] += 1
+                    return compiled
+
+                reset()
+                plan = run_large_h(launch, reset, lambda persistent: _steps(seq_len, persistent, False), plan,
+                                   hidden, triton.cdiv(batch, BLOCK_B), x.device, _interpreting(),
+                                   (FORCE_LARGE_H or {}).get("groups"), "forward")
                 h_t.copy_(hbuf[seq_len % 2])
                 if cell == LSTM:
                     c_t.copy_(cbuf)
@@ -226,21 +256,29 @@ class TritonLayer(torch.autograd.Function):
                 )
                 LAUNCHES["backward"] += 1
             else:
-                grid = (plan.slices(hidden), plan.groups)
-                dhbuf = dh_t.float().clone()
-                dcbuf = dc_t.float().clone()
-                counters = torch.zeros(grid[1], dtype=torch.int32, device=x.device)
-                if plan.persistent:
-                    launches = [(0, seq_len, 1)]
-                else:  # the last launch only finishes step T-1 (phase A), giving dh0
-                    launches = [(k, k + 1, 0) for k in range(seq_len)] + [(seq_len, seq_len, 1)]
-                for k_begin, k_end, finish in launches:
-                    sliced_backward_kernel[grid](
-                        dout, w_hh, saved, out, h0, c0_arg, lengths, dgx, dghn, dhbuf, dcbuf, counters,
-                        seq_len, batch, k_begin, k_end, finish,
-                        BLOCK_HS=plan.block_hs, BARRIER=plan.persistent, **consts
-                    )
-                    LAUNCHES["large_h_backward"] += 1
+                dhbuf = torch.empty(batch, hidden, device=x.device, dtype=torch.float32)
+                dcbuf = torch.empty(batch, hidden, device=x.device, dtype=torch.float32)
+
+                def reset():
+                    dhbuf.copy_(dh_t)
+                    dcbuf.copy_(dc_t)
+
+                def launch(grid, steps, persistent, counters, stall, cooperative, warmup):
+                    for k_begin, k_end, finish in steps:
+                        args = (dout, w_hh, saved, out, h0, c0_arg, lengths, dgx, dghn, dhbuf, dcbuf, counters, stall,
+                                seq_len, batch, k_begin, k_end, finish, launch_config.MAX_SPINS)
+                        kw = dict(BLOCK_HS=plan.block_hs, BARRIER=persistent, launch_cooperative_grid=cooperative,
+                                  **consts)
+                        if warmup:
+                            return sliced_backward_kernel.warmup(*args, grid=grid, **kw)
+                        compiled = sliced_backward_kernel[grid](*args, **kw)
+                        LAUNCHES["large_h_backward"] += 1
+                    return compiled
+
+                reset()
+                run_large_h(launch, reset, lambda persistent: _steps(seq_len, persistent, True), plan, hidden,
+                            triton.cdiv(batch, BLOCK_B), x.device, _interpreting(),
+                            (FORCE_LARGE_H or {}).get("groups"), "backward")
                 dh0 = dhbuf.to(h0.dtype)
                 dc0 = dcbuf.to(h0.dtype)
 

@@ -25,12 +25,15 @@ Two modes around the same step body (constexpr ``BARRIER``):
 
 persistent (BARRIER=True)  one launch runs steps [k_begin, k_end); after each step an atomic
            counter barrier per batch group: arrive = atomic_add(+1, release), wait = spin on
-           atomic_add(+0, acquire) until the counter reaches (steps done) * P; exchange loads
-           use ``.cg`` (L2, not a possibly stale L1). Valid only when all programs are resident
-           at once: the launcher uses it only when P * groups <= number of SMs (one program per
-           SM; with the GPU shared with other work even that is a bet, to be verified on real
-           hardware before ``auto`` may pick this backend). With P = 1 the barrier is passed
-           at once, which is how the CPU interpreter (programs run one after another) runs it.
+           atomic_add(+0, acquire) until the counter reaches (steps done) * P (compared modulo
+           2^32: ``counter_reached``); exchange loads use ``.cg`` (L2, not a possibly stale L1).
+           Valid only when all programs are resident at once: launch.py launches it
+           cooperatively (the driver refuses a grid that cannot be co-resident, instead of
+           letting it hang), sizes the grid from the compiled kernel's occupancy, and bounds the
+           wait (``max_spins`` polls): a stalled barrier sets ``stall_ptr``, every program skips
+           its remaining steps, and the host reruns the layer step-wise. With P = 1 the barrier
+           is passed at once, which is how the CPU interpreter (programs run one after another)
+           runs it.
            The compiled barrier (checked in the PTX for sm_90): one thread per program does
            ``atom.global.gpu.release.add`` then spins on ``ld.global.gpu.acquire``, between
            two ``bar.sync``.
@@ -45,14 +48,37 @@ from .cell_step import backward_rows, backward_step, forward_step, load_gate_til
 
 
 @triton.jit
-def grid_barrier(counter_ptr, target):
-    """Arrive at and wait on an atomic counter until ``target`` programs have arrived."""
+def counter_reached(count, target):
+    """Whether an int32 arrival counter ``count`` has reached ``target``, both modulo 2^32.
+
+    The counter of a persistent launch grows by P (programs) per step: past T * P = 2^31 it
+    wraps to negative, and a plain ``count >= target`` would pass early (target wrapped) or never
+    (count wrapped). The signed difference (count - target) mod 2^32 is right as long as the two
+    are less than 2^31 apart; they are at most P apart (programs arriving for the next step)."""
+    diff = count.to(tl.uint32, bitcast=True) - target.to(tl.uint32, bitcast=True)
+    return diff.to(tl.int32, bitcast=True) >= 0
+
+
+@triton.jit
+def grid_barrier(counter_ptr, stall_ptr, target, max_spins):
+    """Arrive at an atomic counter and wait until it reaches ``target`` (wrap-safe), for at most
+    ``max_spins`` polls, or until another program reported a stall. Returns 1 when the barrier
+    passed, 0 on a stall; a program that gives up sets ``*stall_ptr`` = 1, which makes the others
+    give up at their next poll and the host rerun the layer step-wise (launch.py): a program that
+    is not resident (the GPU shared with other work) becomes an error, not a hang."""
     tl.debug_barrier()  # every thread of this program has issued its stores
     tl.atomic_add(counter_ptr, 1, sem="release")
     count = tl.atomic_add(counter_ptr, 0, sem="acquire")
-    while count < target:
+    stalled = tl.atomic_add(stall_ptr, 0, sem="relaxed")
+    spins = 0
+    while (counter_reached(count, target) == 0) & (stalled == 0) & (spins < max_spins):
         count = tl.atomic_add(counter_ptr, 0, sem="acquire")
+        stalled = tl.atomic_add(stall_ptr, 0, sem="relaxed")
+        spins += 1
+    passed = counter_reached(count, target).to(tl.int32)
+    tl.atomic_xchg(stall_ptr, 1, sem="relaxed", mask=passed == 0)
     tl.debug_barrier()
+    return passed
 
 
 @triton.jit
@@ -83,7 +109,7 @@ def slice_tile(tile, B, H: tl.constexpr, BLOCK_B: tl.constexpr, mask_k, offs_j, 
     return offs_b, mask_b, mask_full, mask, own_offs
 
 
-@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end"])
+@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end", "max_spins"])
 def sliced_forward_kernel(
     gx_ptr,  # (T, B, G*H) as in forward.py
     w_ptr,  # (G*H, H)
@@ -95,10 +121,12 @@ def sliced_forward_kernel(
     out_ptr,  # (T, B, H)
     saved_ptr,  # (T, B, S*H) fp32
     counter_ptr,  # (batch groups,) int32 zeros, persistent mode only
+    stall_ptr,  # (1,) int32 zero; set to 1 by a program whose barrier wait timed out
     T,
     B,
     k_begin,
     k_end,
+    max_spins,  # polls before a barrier wait counts as a stall
     H: tl.constexpr,
     G: tl.constexpr,
     S: tl.constexpr,
@@ -121,6 +149,8 @@ def sliced_forward_kernel(
         b_hn = tl.load(bhn_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)
     BH = B * H  # elements per exchange buffer
 
+    ok = tl.full((), 1, tl.int32)  # 0 once a barrier stalled: the remaining steps are skipped
+    target = tl.full((), 0, tl.int32)  # the barrier counter's value after this step (mod 2^32)
     for k in range(k_begin, k_end):
         if REVERSE:
             t = T - 1 - k
@@ -129,7 +159,7 @@ def sliced_forward_kernel(
         cur = (k % 2) * BH
         nxt = ((k + 1) % 2) * BH
         # A program may own several batch tiles (when P * tiles > SMs): their c lives in cbuf.
-        for tile in range(pid_g, num_tiles, groups):
+        for tile in range(pid_g, num_tiles * ok, groups):
             offs_b, mask_b, mask_full, mask, own_offs = slice_tile(tile, B, H, BLOCK_B, mask_k, offs_j, mask_j)
             full_offs = offs_b[:, None] * H + offs_k[None, :]
             lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
@@ -152,10 +182,12 @@ def sliced_forward_kernel(
             out = tl.where(active, h_new, 0.0)
             tl.store(out_ptr + row[:, None] * H + offs_j[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
         if BARRIER:
-            grid_barrier(counter_ptr + pid_g, (k - k_begin + 1) * num_slices)
+            target += num_slices
+            if ok != 0:
+                ok = grid_barrier(counter_ptr + pid_g, stall_ptr, target, max_spins)
 
 
-@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end", "finish"])
+@triton.jit(do_not_specialize=["T", "B", "k_begin", "k_end", "finish", "max_spins"])
 def sliced_backward_kernel(
     dout_ptr,  # (T, B, H)
     w_ptr,  # (G*H, H)
@@ -169,11 +201,13 @@ def sliced_backward_kernel(
     dhbuf_ptr,  # (B, H) fp32 carried dh: dh_T at the start, dh0 at the end
     dcbuf_ptr,  # (B, H) fp32 carried dc (LSTM): dc_T at the start, dc0 at the end
     counter_ptr,  # (batch groups,) int32 zeros, persistent mode only
+    stall_ptr,  # (1,) int32 zero; set to 1 by a program whose barrier wait timed out
     T,
     B,
     k_begin,  # steps k_begin .. k_end-1 of the backward order (step k is t = T-1-k forward)
     k_end,
     finish,  # 1: after the loop, finish the last step (phase A) so dhbuf holds dh0
+    max_spins,  # polls before a barrier wait counts as a stall
     H: tl.constexpr,
     G: tl.constexpr,
     S: tl.constexpr,
@@ -193,8 +227,10 @@ def sliced_backward_kernel(
     w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, False, WIDEN_WEIGHTS)
     wdt = w0.dtype
 
+    ok = tl.full((), 1, tl.int32)  # 0 once a barrier stalled: the remaining steps are skipped
+    target = tl.full((), 0, tl.int32)  # the barrier counter's value after this step (mod 2^32)
     for k in range(k_begin, k_end + finish):
-        for tile in range(pid_g, num_tiles, groups):
+        for tile in range(pid_g, num_tiles * ok, groups):
             offs_b, mask_b, mask_full, mask, own_offs = slice_tile(tile, B, H, BLOCK_B, mask_k, offs_j, mask_j)
             # dh: the part of dh_t known before step t+1's gate gradients are reduced (phase A
             # adds them); for the GRU it includes the direct term dh * z. Kept in dhbuf.
@@ -246,4 +282,6 @@ def sliced_backward_kernel(
             tl.store(dhbuf_ptr + own_offs, dh, mask=mask)
         if BARRIER:
             if k < k_end:
-                grid_barrier(counter_ptr + pid_g, (k - k_begin + 1) * num_slices)
+                target += num_slices
+                if ok != 0:
+                    ok = grid_barrier(counter_ptr + pid_g, stall_ptr, target, max_spins)

@@ -53,16 +53,22 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
             signature[name] = "constexpr"
         elif name in _FP32_BUFFERS:  # (hdot_ptr is in the weights' dtype)
             signature[name] = "*fp32"
-        elif name in ("len_ptr", "counter_ptr"):
+        elif name in ("len_ptr", "counter_ptr", "stall_ptr"):
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
             signature[name] = _TYPES[dtype]
         else:
             signature[name] = "i32"
+    # The JIT marks every pointer argument whose address is a multiple of 16 (all of these:
+    # fresh torch allocations and their row views) with tt.divisibility=16, which lets it
+    # vectorise loads and changes how it stages tiles through shared memory; measure with the
+    # same attributes, or the numbers are not the launched kernel's.
+    attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
+             for name, ty in signature.items() if ty.startswith("*")}
     num_warps = 4 if (block_h if block_hs is None else block_h * block_hs // 64) <= 64 else 8
     start = time.time()
     compiled = triton_compile(
-        ASTSource(kernel, signature, consts), target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
+        ASTSource(kernel, signature, consts, attrs), target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
     )
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     regs = stack = None

@@ -7,7 +7,8 @@
 // mma.sync m16n8k16 and m16n8k8.tf32 (fastrnn_emu::mma_*: the lanes of a warp exchange their fragments
 // through a barrier per warp, so every lane must call it, as on the GPU; the fragment layout is
 // the PTX ISA's, restated in kernels/mma.cuh), __ldcg (a plain load: std::barrier orders memory),
-// cooperative_groups::this_grid().sync() (a barrier over all threads), and the block's dynamic
+// cooperative_groups::this_grid().sync() (a barrier over all threads), prefetch.global.L2 (the
+// address is recorded for the tests, nothing is fetched), and the block's dynamic
 // shared memory, filled with NaN bytes at launch so a read of something never written shows.
 // Not emulated: timing, the memory model's weaker orderings (a missing fence that std::barrier
 // happens to provide would go unnoticed), bank conflicts, occupancy, the tensor cores' own
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <type_traits>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -57,6 +59,14 @@ struct Block {
 };
 
 inline thread_local Block* current_block = nullptr;
+
+// Addresses passed to prefetch_l2 (kernels/device.cuh) while `prefetch_log` is set.
+inline std::mutex prefetch_mutex;
+inline std::vector<const void*>* prefetch_log = nullptr;
+inline void record_prefetch(const void* p) {
+  const std::lock_guard<std::mutex> lock(prefetch_mutex);
+  if (prefetch_log != nullptr) prefetch_log->push_back(p);
+}
 inline std::barrier<>* grid_barrier = nullptr;
 
 // Runs kernel(args) on grid x block threads; blocks must be a multiple of 32 threads.

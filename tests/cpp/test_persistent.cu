@@ -1,7 +1,8 @@
 // GPU test of the persistent kernels (kernels/forward.cuh, kernels/backward.cuh) against a CPU
 // loop in double, without PyTorch. Builds anywhere nvcc does; needs a GPU to run (exits 1 with
 // a message otherwise). Checks every cell, forward and reverse, with per-sequence lengths
-// (including 0), one unit per block (H <= SMs) and several (H = 200 on an H100's 132 SMs), fp32,
+// (including 0), one unit per block (H <= SMs) and several (H = 200 on an H100's 132 SMs; H = 768,
+// the target shape: 6 units a block), several batch passes per step, fp32,
 // fp32 with TF32, bf16 and fp16, and NaN-poisoned outputs and work buffers: out, h_n, c_n, dgx,
 // dghn, dh0, dc0. tests/cpp/test_persistent_emulated.cpp runs the same kernels on the CPU.
 #include <cmath>
@@ -54,19 +55,27 @@ std::vector<double> to_host(const T* d, size_t n) {
   return out;
 }
 
+// `max_tile` > 0 caps the batch rows per pass (a smaller shared-memory budget for the plan), so
+// small batches also take several passes per step.
 template <typename Kernel, typename Args>
-void launch(Kernel kernel, Args args, int gates, int itemsize, bool backward) {
+void launch(Kernel kernel, Args args, int gates, int itemsize, bool backward, int max_tile) {
   int device = 0, sms = 0, smem = 0;
   CHECK_CUDA(cudaGetDevice(&device));
   CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const fastrnn::Plan plan = fastrnn::make_plan(gates, itemsize, args.hidden, args.batch, sms, smem, backward);
+  int64_t budget = smem;
+  if (max_tile > 0) {
+    const int64_t units = fastrnn::ceil_div(args.hidden, std::min<int64_t>(args.hidden, sms));
+    budget = std::min<int64_t>(budget, fastrnn::smem_bytes(gates, itemsize, args.hidden, units, max_tile, backward));
+  }
+  const fastrnn::Plan plan = fastrnn::make_plan(gates, itemsize, args.hidden, args.batch, sms, budget, backward);
   if (plan.blocks == 0) {
     std::printf("FAIL: no plan\n");
     std::exit(1);
   }
+  // The opt-in maximum, as csrc/launch.h sets it (once per kernel there).
   CHECK_CUDA(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(plan.smem)));
+                                  smem));
   int per_sm = 0;
   CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel),
                                                            fastrnn::kThreads, plan.smem));
@@ -84,7 +93,7 @@ void launch(Kernel kernel, Args args, int gates, int itemsize, bool backward) {
 
 template <typename Cell, typename T>
 void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, double tol, std::mt19937& rng,
-              bool tf32 = false) {
+              bool tf32 = false, int max_tile = 0) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   const int64_t GH = G * H;
   const Problem<Cell, T> p(TT, B, H, reverse, rng);
@@ -113,8 +122,9 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   fa.hidden = H;
   fa.reverse = reverse;
   fa.tf32 = tf32;
-  launch(fastrnn::persistent_forward_kernel<Cell, T>, fa, G, sizeof(T), false);
-  const std::string tag = p.tag(name) + (std::is_same_v<T, float> ? (tf32 ? " fp32/tf32" : " fp32") : " 16-bit");
+  launch(fastrnn::persistent_forward_kernel<Cell, T>, fa, G, sizeof(T), false, max_tile);
+  const std::string tag = p.tag(name) + (std::is_same_v<T, float> ? (tf32 ? " fp32/tf32" : " fp32") : " 16-bit") +
+                          (max_tile > 0 ? " max_tile=" + std::to_string(max_tile) : "");
   compare(to_host(fa.out, TT * B * H), p.out, tol, tag + " out");
   compare(to_host(fa.h_n, B * H), p.h_n, tol, tag + " h_n");
   if (Cell::kHasCellState) compare(to_host(fa.c_n, B * H), p.c_n, tol, tag + " c_n");
@@ -138,7 +148,7 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
   ba.hidden = H;
   ba.reverse = reverse;
   ba.tf32 = tf32;
-  launch(fastrnn::persistent_backward_kernel<Cell, T>, ba, G, sizeof(T), true);
+  launch(fastrnn::persistent_backward_kernel<Cell, T>, ba, G, sizeof(T), true, max_tile);
   // Expected gradients from the kernel's own saved forward values (persistent_reference.h).
   const auto want = p.backward(to_host(fa.saved, TT * B * S * H));
   compare(to_host(ba.dgx, TT * B * GH), want.dgx, tol, tag + " dgx");
@@ -157,6 +167,12 @@ void run_cell(const char* name, std::mt19937& rng) {
     run_case<Cell, float>(name, 4, 17, 200, reverse, 5e-3, rng, /*tf32=*/true);
     run_case<Cell, __nv_bfloat16>(name, 5, 3, 40, reverse, 3e-2, rng);
     run_case<Cell, __half>(name, 5, 3, 40, reverse, 1e-2, rng);
+    // The target shape's split (H=768: 6 units a block on 128 blocks of an H100/H200), several
+    // batch passes per step (B=130: three balanced passes of 44 at most 64 rows; B=20 capped at
+    // 8 rows: three passes of 7), lengths, both directions.
+    run_case<Cell, __nv_bfloat16>(name, 3, 130, 768, reverse, 3e-2, rng);
+    run_case<Cell, __nv_bfloat16>(name, 6, 20, 768, reverse, 3e-2, rng, false, 8);
+    run_case<Cell, float>(name, 4, 20, 768, reverse, 1e-4, rng, false, 8);
   }
 }
 

@@ -1,7 +1,8 @@
 // The persistent kernels (kernels/forward.cuh, kernels/backward.cuh) run on the CPU under
 // host_emulation.h (one std::thread per CUDA thread, real barriers), against the CPU loop of
 // persistent_reference.h. Tests the orchestration without a GPU: work split over several blocks
-// (one and several units per block), batch tiles smaller than the batch, the h / dgates double
+// (one and several units per block; H=768 in 128 blocks of 6 units, the target shape's split),
+// several batch tiles per step (balanced by the plan), the h / dgates double
 // buffers and grid barriers, lengths (0, partial, full), reverse, NaN-poisoned buffers and
 // shared memory, the K split over 2 and 8 warps (warps without a k-tile included); fp32 (FMA
 // path), fp32 with TF32 and bf16 / fp16 (the mma paths, with mma.sync emulated from its
@@ -67,7 +68,9 @@ void run_case(const char* name, int64_t TT, int64_t B, int64_t H, bool reverse, 
     // A shared-memory budget that allows exactly `tile` batch rows per pass.
     const int64_t budget = fastrnn::smem_bytes(G, sizeof(T), H, units, tile, backward);
     const fastrnn::Plan plan = fastrnn::make_plan(G, sizeof(T), H, B, sms, budget, backward);
-    if (plan.blocks == 0 || plan.batch_tile != std::min<int64_t>(tile, B)) {
+    // The plan balances the passes over the batch: ceil(B / passes) rows each.
+    const int64_t passes = (B + tile - 1) / tile;
+    if (plan.blocks == 0 || plan.batch_tile != (B + passes - 1) / passes) {
       std::printf("FAIL %s: unexpected plan blocks=%d tile=%d\n", tag.c_str(), plan.blocks, plan.batch_tile);
       std::exit(1);
     }
@@ -152,6 +155,61 @@ void run_dtype(const char* name, bool tf32, std::mt19937& rng) {
   run_case<Cell, T>(name, 2, 21, 24, true, 3, 21, 64, tf32, rng);      // one pass over 3 n-tiles, the last partial
 }
 
+// The target shape's work split: H=768 over 128 blocks of 6 units (an H100/H200 with
+// 132 SMs: 24 rows in two row tiles, K = 768 or 3072 split over the warps), several batch tiles
+// per step (B=5 in passes of 2, 2, 1 rows; B=11 in passes of 4, 4, 3), both directions, with
+// lengths (0, partial, full). fp32 (FMA path) only at H=768: the emulated mma synchronises each
+// warp's 32 threads per instruction, minutes for 128 blocks; the 16-bit mma path with 6 units a
+// block runs at H=48 over 8 blocks here, and at H=768 in test_persistent.cu on a GPU.
+template <typename Cell>
+void run_target_split(const char* name, std::mt19937& rng) {
+  for (bool reverse : {false, true}) run_case<Cell, float>(name, 3, 5, 768, reverse, 128, 2, 32, false, rng);
+  run_case<Cell, float>(name, 2, 11, 768, true, 128, 4, 32, false, rng);
+  for (bool reverse : {false, true}) {
+    run_case<Cell, __nv_bfloat16>(name, 3, 5, 48, reverse, 8, 2, 64, false, rng);
+    run_case<Cell, __half>(name, 3, 11, 48, reverse, 8, 4, 64, false, rng);
+  }
+}
+
+// prefetch_rows_l2 (kernels/device.cuh) hints every 32-byte sector each segment touches, also
+// for segments that start inside a sector (a block's units at H=768 bf16 start 12*p bytes into a
+// row): every byte of every segment lies in a hinted sector, and every hint is a sector start.
+void check_prefetch_tails() {
+  struct Args {
+    const unsigned char* base;
+    int64_t rows, stride, span;
+  };
+  alignas(32) static unsigned char buffer[64 * 1024];
+  for (int64_t offset : {0, 2, 12, 30, 31}) {
+    for (int64_t span : {1, 12, 32, 33, 100}) {
+      const Args args{buffer + offset, 7, 1538, span};  // stride not a multiple of 32 either
+      std::vector<const void*> log;
+      fastrnn_emu::prefetch_log = &log;
+      fastrnn_emu::launch([](Args a) { fastrnn::prefetch_rows_l2(a.base, a.rows, a.stride, a.span); }, 1, 64, 0, args);
+      fastrnn_emu::prefetch_log = nullptr;
+      std::vector<bool> hinted(sizeof(buffer) / 32 + 1, false);
+      bool aligned = true;
+      for (const void* p : log) {
+        const auto addr = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(buffer);
+        aligned = aligned && addr % 32 == 0;
+        hinted[addr / 32] = true;
+      }
+      bool covered = true;
+      size_t needed = 0;
+      for (int64_t r = 0; r < args.rows; ++r) {
+        const int64_t first = offset + r * args.stride;
+        for (int64_t i = first; i < first + span; ++i) covered = covered && hinted[i / 32];
+        needed += (first + span - 1) / 32 - first / 32 + 1;
+      }
+      if (!aligned || !covered || log.size() != needed) {
+        std::printf("FAIL prefetch_rows_l2 offset=%ld span=%ld: aligned=%d covered=%d hints=%zu (want %zu)\n",
+                    static_cast<long>(offset), static_cast<long>(span), aligned, covered, log.size(), needed);
+        ++fastrnn_test::failures;
+      }
+    }
+  }
+}
+
 template <typename Cell>
 void run_cell(const char* name, std::mt19937& rng) {
   run_dtype<Cell, float>(name, false, rng);
@@ -164,6 +222,9 @@ void run_cell(const char* name, std::mt19937& rng) {
 
 int main() {
   std::mt19937 rng(11);
+  check_prefetch_tails();
+  run_target_split<fastrnn::LstmCell>("lstm", rng);
+  run_target_split<fastrnn::GruCell>("gru", rng);
   run_cell<fastrnn::ElmanTanhCell>("rnn_tanh", rng);
   run_cell<fastrnn::ElmanReluCell>("rnn_relu", rng);
   run_cell<fastrnn::LstmCell>("lstm", rng);

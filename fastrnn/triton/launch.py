@@ -1,0 +1,123 @@
+"""Launching the large-H kernels (large_h.py): grid size, cooperative launch, stall fallback.
+
+The persistent mode runs all T steps in one launch with a grid barrier per step, which is only
+correct when every program of the grid is resident at once. Three guards make a wrong guess an
+error instead of a hang:
+
+1. Grid size from the compiled kernel's occupancy: programs per SM from its registers, shared
+   memory and warps against the device's limits (``programs_per_sm``), times the SM count; the
+   grid is P slices x groups batch groups with P * groups <= that (``size_grid``), else
+   step-wise.
+2. A cooperative launch (``launch_cooperative_grid=True``, in Triton 3.6 and 3.8 alike): the
+   driver refuses a grid that cannot be co-resident *now* (another stream's kernels, MPS, a
+   partitioned GPU) with an error, rather than starting it; the launcher then runs step-wise.
+3. A bounded wait (large_h.grid_barrier): after ``MAX_SPINS`` polls a barrier reports a stall
+   through a flag; the programs skip their remaining steps and the host reruns the whole layer
+   step-wise (one launch per step: the launch boundary is the barrier), with a warning, and
+   stays step-wise on that device for the rest of the process.
+
+Reading the flag costs one device-to-host copy (a synchronisation) per persistent launch. While
+a CUDA graph is being captured no synchronisation is allowed: there the layer runs step-wise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable, Optional
+
+import torch
+import triton
+
+# Polls of the barrier counter before a wait counts as a stall. One poll is an L2 round trip
+# (~0.5-1 us), so about 2-4 s: far beyond any real step (microseconds to milliseconds), short
+# enough that a stall surfaces as an error.
+MAX_SPINS = 1 << 22
+
+# Devices (index) whose persistent launch stalled or was refused: step-wise from then on.
+_STEPWISE_DEVICES: set = set()
+
+# Test hook: the value the barrier counters start from. -1 makes every barrier unreachable (the
+# counter reaches P - 1 < P), so a persistent launch stalls and falls back.
+COUNTER_START = 0
+
+
+def programs_per_sm(num_warps: int, regs_per_thread: int, shared_bytes: int, regs_per_sm: int = 65536,
+                    threads_per_sm: int = 2048, smem_per_sm: int = 233_472, smem_per_block: int = 232_448,
+                    max_blocks: int = 32) -> int:
+    """How many programs of a compiled kernel one SM holds at once (the CUDA occupancy rules;
+    defaults: sm_90). Registers are allocated per warp in units of 256; each block reserves
+    1 KB of shared memory beside its own."""
+    if shared_bytes > smem_per_block:
+        return 0
+    threads = 32 * num_warps
+    by_threads = threads_per_sm // threads
+    regs_per_warp = -(-max(regs_per_thread, 1) * 32 // 256) * 256
+    by_regs = (regs_per_sm // regs_per_warp) // num_warps
+    by_smem = smem_per_sm // (shared_bytes + 1024)
+    return max(0, min(by_threads, by_regs, by_smem, max_blocks))
+
+
+def device_programs_per_sm(compiled, device: torch.device) -> tuple:
+    """(programs per SM, SMs) for a compiled Triton kernel on ``device``."""
+    if hasattr(compiled, "_init_handles"):
+        compiled._init_handles()  # loads the binary: n_regs is known from then on
+    props = torch.cuda.get_device_properties(device)
+    per_sm = programs_per_sm(compiled.metadata.num_warps, compiled.n_regs, compiled.metadata.shared,
+                             props.regs_per_multiprocessor, props.max_threads_per_multi_processor,
+                             props.shared_memory_per_multiprocessor, props.shared_memory_per_block_optin)
+    return per_sm, props.multi_processor_count
+
+
+def size_grid(slices: int, batch_tiles: int, resident: int, groups: Optional[int] = None) -> tuple:
+    """(persistent, groups) for P = ``slices`` programs per batch group when ``resident``
+    programs fit the GPU at once: persistent with as many groups as stay co-resident (at most one
+    per batch tile), else step-wise with one group per tile. ``groups`` forces the count."""
+    if slices > resident:
+        return False, groups or batch_tiles
+    return True, groups or min(batch_tiles, resident // slices)
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def run_large_h(launch: Callable, reset: Callable, steps: Callable, plan, hidden: int, batch_tiles: int,
+                device: torch.device, interpreting: bool, forced_groups: Optional[int], what: str):
+    """Runs one large-H kernel over the whole sequence; -> the plan it ran with.
+
+    ``launch(grid, steps, persistent, counters, stall, cooperative, warmup)`` launches the
+    kernel once per entry of ``steps`` (or, with ``warmup``, only compiles it) and returns the
+    compiled kernel; ``steps(persistent)`` is the list of launches of a mode; ``reset()``
+    restores the work buffers to their start (a rerun after a stall starts from the initial
+    state). Falls back step-wise on a refused or stalled persistent launch (module docstring).
+    """
+    slices = plan.slices(hidden)
+    persistent = plan.persistent and device.index not in _STEPWISE_DEVICES and not _capturing(device)
+    groups = plan.groups
+    on_gpu = not interpreting and device.type == "cuda"
+    counters = torch.full((batch_tiles,), COUNTER_START, dtype=torch.int32, device=device)
+    stall = torch.zeros(1, dtype=torch.int32, device=device)
+    if persistent and on_gpu:
+        compiled = launch((slices, 1), steps(True), True, counters, stall, True, True)
+        per_sm, sms = device_programs_per_sm(compiled, device)
+        persistent, groups = size_grid(slices, batch_tiles, per_sm * sms, forced_groups)
+    if persistent:
+        plan = dataclasses.replace(plan, persistent=True, groups=groups)
+        try:
+            launch((slices, groups), steps(True), True, counters, stall, on_gpu, False)
+            stalled, why = bool(stall.item()), "a grid barrier wait timed out"
+        except RuntimeError as error:  # the driver refused the cooperative grid
+            if "cooperative" not in str(error).lower():
+                raise
+            stalled, why = True, f"the cooperative launch was refused ({error})"
+        if not stalled:
+            return plan
+        _STEPWISE_DEVICES.add(device.index)
+        warnings.warn(f"fastrnn triton {what}: {why}: the {slices * groups} programs were not all resident at "
+                      "once; reran this layer with one launch per step, and will on this device from now on",
+                      RuntimeWarning, stacklevel=4)
+        reset()
+    plan = dataclasses.replace(plan, persistent=False, groups=forced_groups or batch_tiles)
+    launch((slices, plan.groups), steps(False), False, counters, stall, False, False)
+    return plan
