@@ -117,7 +117,7 @@ fi
 step correct_cuda 50 "$PYTHON" -m pytest tests/test_kernels_at_scale.py -q -k "cuda and ($CORRECT)" \
     -o junit_family=xunit2 --junitxml="$OUT_DIR/correct_cuda.xml"
 # --- 7. the targets preset against torch.nn (cuDNN bf16 and fp16), side by side ----------------
-step bench_targets 110 "$PYTHON" -m fastrnn.bench --preset targets --backends torch,triton,cuda --strict \
+step bench_targets 110 "$PYTHON" -m fastrnn.bench --preset targets --backends torch.nn,auto,triton,cuda --strict \
     --repeats 20 --warmup 3 --output "$OUT_DIR/bench_targets.json"
 # --- 8. the rest of the GPU tests (CPU-only tests are not rerun here) ---------------------------
 GPU_FILES="tests/test_cuda_backend.py tests/test_cuda_graphs.py tests/test_build.py tests/test_autocast.py tests/test_triton_backend.py tests/test_triton_launch.py tests/test_kernels_at_scale.py"

@@ -34,4 +34,4 @@ def test_dry_run_plan(tmp_path):
 def test_each_step_runs_under_a_timeout():
     text = SCRIPT.read_text()
     assert 'timeout --signal=INT' in text  # SIGINT first: pytest and fastrnn-bench keep what they have
-    assert "--preset targets" in text and "torch,triton,cuda" in text
+    assert "--preset targets" in text and "torch.nn,auto,triton,cuda" in text
