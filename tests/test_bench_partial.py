@@ -8,7 +8,7 @@ import pytest
 from fastrnn.bench import cli, runner
 
 TINY = ["--batch", "3", "--seq-len", "4", "--hidden-size", "8", "--input-size", "5", "--repeats", "2",
-        "--warmup", "0", "--device", "cpu", "--quiet", "--backends", "torch,reference"]
+        "--warmup", "0", "--device", "cpu", "--quiet", "--backends", "torch.nn,reference"]
 
 
 def test_stopped_run_leaves_the_finished_configurations(tmp_path, monkeypatch):
