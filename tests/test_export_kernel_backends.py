@@ -7,12 +7,9 @@ Without a GPU the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, s
 as in tests/test_triton_backend.py); with one, they run compiled on it.
 """
 
-import os
-
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
 
 import pytest  # noqa: E402
 from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
@@ -20,10 +17,6 @@ from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 import fastrnn  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 
-pytest.importorskip("triton")
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-if DEVICE.type == "cpu" and not triton_backend.interpreting():
-    pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
 

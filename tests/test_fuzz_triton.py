@@ -5,13 +5,11 @@ tolerance of test_triton_backend.py. Runs in Triton's CPU interpreter (TRITON_IN
 below) or compiled on a GPU. A failing case names its seed. Bounded: about ten seconds.
 """
 
-import os
 import random
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
 
 import pytest  # noqa: E402
 
@@ -21,11 +19,6 @@ from fastrnn.reference import reference_layer  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 from kernel_helpers import assert_matches, make_layer_inputs, run_and_grad  # noqa: E402
 
-pytest.importorskip("triton")
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-if DEVICE.type == "cpu" and not triton_backend.interpreting():
-    pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
 

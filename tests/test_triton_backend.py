@@ -17,8 +17,7 @@ import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -35,11 +34,6 @@ from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.capacity import capacity, large_h_capacity, small_h_capacity  # noqa: E402
 from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case  # noqa: E402
 
-pytest.importorskip("triton")
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-if DEVICE.type == "cpu" and not triton_backend.interpreting():
-    pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
 

@@ -8,26 +8,17 @@ results). That the cooperative launch and the barrier work on real hardware is f
 (bench/GPU_CHECK.md).
 """
 
-import os
-
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
 
 import pytest  # noqa: E402
 
 from fastrnn.cells import CELLS  # noqa: E402
-from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.launch import programs_per_sm, size_grid  # noqa: E402
 from kernel_helpers import assert_matches, run_layer_case  # noqa: E402
 
-triton = pytest.importorskip("triton")
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-if DEVICE.type == "cpu" and not triton_backend.interpreting():
-    pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
-
+import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402

@@ -1,0 +1,21 @@
+"""Imported first by the Triton test files: where there is no GPU, they run the kernels in
+Triton's CPU interpreter, which Triton reads when a kernel is defined (so before any fastrnn
+Triton module is imported). Skips the importing module when Triton is missing, or when there is
+no GPU and TRITON_INTERPRET is set to something other than 1.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+
+from fastrnn.triton import backend as _triton_backend  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if DEVICE.type == "cpu" and not _triton_backend.interpreting():
+    pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
