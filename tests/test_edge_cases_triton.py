@@ -6,7 +6,7 @@ tiny sizes; with a CUDA GPU they run compiled on it.
 
 import torch
 
-from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
+from triton_env import DEVICE, FP32_TOL, poison_and_ieee  # noqa: F401  (first: Triton's CPU interpreter without a GPU)
 
 import pytest  # noqa: E402
 
@@ -20,17 +20,7 @@ from kernel_helpers import INPUT_NAMES, assert_matches, make_layer_inputs, rel_e
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
 
-FP32_TOL = 1e-4
 REGIMES = {"small-H": None, "large-H-step-wise": {"block_hs": 16, "persistent": False}}
-
-
-@pytest.fixture(autouse=True)
-def poison_and_ieee(monkeypatch):
-    monkeypatch.setattr(triton_autograd, "POISON", True)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def transposed_layout(t):

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from triton_env import DEVICE  # first: sets up Triton's CPU interpreter where there is no GPU
+from triton_env import DEVICE, FP32_TOL, poison_and_ieee  # noqa: F401  (first: Triton's CPU interpreter without a GPU)
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -37,16 +37,6 @@ from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_g
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
 
-FP32_TOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def poison_and_ieee(monkeypatch):
-    monkeypatch.setattr(triton_autograd, "POISON", True)
-    tf32 = torch.backends.cuda.matmul.allow_tf32  # a property: monkeypatch cannot restore it
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 class Launches:

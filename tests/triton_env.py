@@ -19,3 +19,18 @@ from fastrnn.triton import backend as _triton_backend  # noqa: E402
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu" and not _triton_backend.interpreting():
     pytest.skip("no GPU and TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
+
+from fastrnn.triton import autograd as _triton_autograd  # noqa: E402  (imports Triton)
+
+FP32_TOL = 1e-4  # relative error of fp32 kernels against the float64 reference (design.md §6)
+
+
+@pytest.fixture(autouse=True)
+def poison_and_ieee(monkeypatch):
+    """NaN-poisoned kernel outputs (autograd.POISON) and IEEE fp32 matmuls (no TF32), for every
+    test of a module that imports this fixture."""
+    monkeypatch.setattr(_triton_autograd, "POISON", True)
+    tf32 = torch.backends.cuda.matmul.allow_tf32  # a property: monkeypatch cannot restore it
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = tf32
