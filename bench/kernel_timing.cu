@@ -23,18 +23,10 @@
 
 #include "backward.cuh"
 #include "barrier_probe.cuh"
+#include "cuda_check.h"
 #include "forward.cuh"
 
 namespace {
-
-#define CHECK_CUDA(call)                                                                    \
-  do {                                                                                      \
-    cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                              \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(err_), __FILE__, __LINE__); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
 
 template <typename T>
 __global__ void fill_random(T* p, int64_t n, uint32_t seed, float scale) {

@@ -88,8 +88,13 @@ def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     padded = data.new_zeros(mask.shape + data.shape[1:])
     padded = padded.masked_scatter(mask.unsqueeze(-1), data) if data.numel() else padded
     lengths = mask.sum(0)
+    return caller_order(padded, lengths, packed)
+
+
+def caller_order(padded: Tensor, lengths: Tensor, packed: PackedSequence) -> Tuple[Tensor, Tensor]:
+    """(T, B, F) padded batch and (B,) lengths in sorted order -> the caller's batch order."""
     if packed.unsorted_indices is not None:
-        unsorted = packed.unsorted_indices.to(data.device)
+        unsorted = packed.unsorted_indices.to(padded.device)
         padded = padded.index_select(1, unsorted)
         lengths = lengths.index_select(0, unsorted)
     return padded, lengths

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from . import packing  # (packing imports this module too; used at call time only)
+
 
 @torch.library.custom_op("fastrnn::packed_batch_size", mutates_args=())
 def packed_batch_size(batch_sizes: Tensor) -> Tensor:
@@ -61,11 +63,7 @@ def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
     padded = data.new_zeros((seq_len * batch,) + data.shape[1:]).index_copy(0, rows, data)
     padded = padded.view((seq_len, batch) + data.shape[1:])
     lengths = (batch_sizes[:, None] > sequences[None, :]).sum(0).to(data.device)
-    if packed.unsorted_indices is not None:
-        unsorted = packed.unsorted_indices.to(data.device)
-        padded = padded.index_select(1, unsorted)
-        lengths = lengths.index_select(0, unsorted)
-    return padded, lengths
+    return packing.caller_order(padded, lengths, packed)
 
 
 def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:

@@ -14,21 +14,13 @@
 
 #include "backward.cuh"
 #include "forward.cuh"
+#include "cuda_check.h"
 #include "persistent_reference.h"
 
 namespace {
 
 using fastrnn_test::compare;
 using fastrnn_test::Problem;
-
-#define CHECK_CUDA(call)                                                                    \
-  do {                                                                                      \
-    cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                              \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(err_), __FILE__, __LINE__); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
 
 template <typename T>
 T* to_device(const std::vector<float>& host) {
