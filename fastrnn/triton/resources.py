@@ -95,27 +95,36 @@ AT_CAPACITY = [  # (regime, cell, dtype, hidden): the largest sizes capacity.py 
 ]
 
 
-def main(argv=None) -> int:
-    os.environ.pop("TRITON_INTERPRET", None)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--arch", type=int, default=90)
-    args = parser.parse_args(argv)
+def run(configs, arch: int = 90):
+    """Compiles both kernels of each (regime, cell, dtype, hidden) in ``configs`` for sm_``arch``;
+    yields per kernel a dict: the ``compile_kernel`` record plus ``fits`` (shared memory within a
+    block's limit) and ``text`` (one printable line)."""
     from .backward import recurrent_backward_kernel
     from .forward import recurrent_forward_kernel
     from .large_h import sliced_backward_kernel, sliced_forward_kernel
 
     kernels = {"small": (recurrent_forward_kernel, recurrent_backward_kernel),
                "large": (sliced_forward_kernel, sliced_backward_kernel)}
-    too_big = 0
-    for regime, cell, dtype, hidden in QUICK if args.quick else AT_CAPACITY:
+    for regime, cell, dtype, hidden in configs:
         for kernel in kernels[regime]:
-            r = compile_kernel(kernel, cell, dtype, hidden, 16 if regime == "large" else None, args.arch)
-            fits = r["smem"] <= H100_SMEM_PER_BLOCK
-            too_big += not fits
-            print(f"{kernel.fn.__name__:26s} {cell:8s} {dtype:8s} H={hidden:<5d} warps={r['num_warps']} "
-                  f"regs={r['regs']} spill_stack={r['stack']}B smem={r['smem'] / 1024:.0f}KB"
-                  f"{'' if fits else ' > 227KB: WILL NOT LAUNCH'} ({r['seconds']:.1f}s)", flush=True)
+            r = compile_kernel(kernel, cell, dtype, hidden, 16 if regime == "large" else None, arch)
+            r["fits"] = r["smem"] <= H100_SMEM_PER_BLOCK
+            r["text"] = (f"{kernel.fn.__name__:26s} {cell:8s} {dtype:8s} H={hidden:<5d} warps={r['num_warps']} "
+                         f"regs={r['regs']} spill_stack={r['stack']}B smem={r['smem'] / 1024:.0f}KB"
+                         f"{'' if r['fits'] else ' > 227KB: WILL NOT LAUNCH'} ({r['seconds']:.1f}s)")
+            yield r
+
+
+def main(argv=None) -> int:
+    os.environ.pop("TRITON_INTERPRET", None)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--arch", type=int, default=90)
+    args = parser.parse_args(argv)
+    too_big = 0
+    for r in run(QUICK if args.quick else AT_CAPACITY, args.arch):
+        too_big += not r["fits"]
+        print(r["text"], flush=True)
     return 1 if too_big else 0
 
 
