@@ -63,6 +63,15 @@ inline void check_shape(const torch::Tensor& t, const char* fn, const char* name
   TORCH_CHECK(t.sizes() == shape, fn, ": ", name, " must have shape ", shape, ", got ", t.sizes());
 }
 
+// The kernels count steps and batch rows in 32-bit integers (kernels/forward.cuh: a 64-bit step
+// counter does not fit their register budget); offsets stay 64-bit. Larger problems are refused
+// here, before anything is allocated.
+inline void check_int32_extents(const char* fn, int64_t seq_len, int64_t batch) {
+  constexpr int64_t kLimit = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK(seq_len <= kLimit && batch <= kLimit, fn, ": seq_len and batch must each be below 2^31 for the CUDA ",
+              "kernels, got seq_len=", seq_len, ", batch=", batch, "; split the sequence or the batch");
+}
+
 // Device properties the plan needs.
 struct DeviceLimits {
   int num_sms;

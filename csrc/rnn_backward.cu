@@ -60,6 +60,7 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
   const int64_t seq_len = dout.size(0), batch = dout.size(1), hidden = w_hh.size(1);
   TORCH_CHECK(seq_len > 0 && batch > 0 && hidden > 0, fn, ": seq_len, batch and hidden_size must be positive, got ",
               seq_len, ", ", batch, ", ", hidden);
+  check_int32_extents(fn, seq_len, batch);
   check_cuda_tensor(dout, fn, "dout", dout);
   check_cuda_tensor(dh_n, fn, "dh_n", dout);
   check_cuda_tensor(w_hh, fn, "weight_hh", dout);

@@ -62,6 +62,7 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
   const int64_t seq_len = gx.size(0), batch = gx.size(1), hidden = w_hh.size(1);
   TORCH_CHECK(seq_len > 0 && batch > 0 && hidden > 0, fn, ": seq_len, batch and hidden_size must be positive, got ",
               seq_len, ", ", batch, ", ", hidden, " (empty problems are handled in Python)");
+  check_int32_extents(fn, seq_len, batch);
   check_cuda_tensor(gx, fn, "gx", gx);
   check_cuda_tensor(w_hh, fn, "weight_hh", gx);
   check_cuda_tensor(h0, fn, "h0", gx);

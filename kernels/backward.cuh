@@ -61,13 +61,14 @@ struct BackwardArgs {
 };
 
 template <typename Cell, typename T>
-__global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardArgs<T> a) {
+__global__ void __launch_bounds__(kThreads, 1) persistent_backward_kernel(BackwardArgs<T> a) {
   namespace cg = cooperative_groups;
   constexpr int G = Cell::kGates;
   constexpr int S = Cell::kSaved;
   cg::grid_group grid = cg::this_grid();
 
-  const int64_t H = a.hidden, B = a.batch, TT = a.seq_len, GH = G * a.hidden;
+  const int64_t H = a.hidden, B = a.batch, GH = G * a.hidden;
+  const int TT = static_cast<int>(a.seq_len);  // 32-bit step counter, as in forward.cuh
   const int64_t U = a.units;
   const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t nu = (H - u0) < U ? (H - u0) : U;
@@ -93,13 +94,13 @@ __global__ void __launch_bounds__(kThreads) persistent_backward_kernel(BackwardA
   }
   __syncthreads();
 
-  for (int64_t k = 0; k < TT; ++k) {
-    const int64_t t = a.reverse ? k : TT - 1 - k;
+  for (int k = 0; k < TT; ++k) {
+    const int t = a.reverse ? k : TT - 1 - k;
     T* dg = a.dgbuf + (k & 1) * B * GH;
     // Phase A: gate gradients of this block's units.
     for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
       const int64_t b = i / nu, u = u0 + i % nu;
-      const int64_t row = t * B + b;
+      const int64_t row = static_cast<int64_t>(t) * B + b;
       T* dgx_row = a.dgx + row * GH;
       if (t < a.lengths[b]) {
         const float dh = a.dhbuf[b * H + u] + to_float(a.dout[row * H + u]);

@@ -65,13 +65,17 @@ struct ForwardArgs {
 };
 
 template <typename Cell, typename T>
-__global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArgs<T> a) {
+__global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(ForwardArgs<T> a) {
   namespace cg = cooperative_groups;
   constexpr int G = Cell::kGates;
   constexpr int S = Cell::kSaved;
   cg::grid_group grid = cg::this_grid();
 
-  const int64_t H = a.hidden, B = a.batch, TT = a.seq_len;
+  const int64_t H = a.hidden, B = a.batch;
+  // 32-bit step counter (the host rejects seq_len >= 2^31): a 64-bit one does not fit the
+  // register budget next to the product's accumulators and was reloaded from local memory after
+  // every barrier. Offsets that scale with t stay 64-bit (row below).
+  const int TT = static_cast<int>(a.seq_len);
   const int64_t U = a.units;
   const int64_t u0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t nu = (H - u0) < U ? (H - u0) : U;  // units of this block (>= 1 by the plan)
@@ -100,8 +104,8 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
   }
   grid.sync();
 
-  for (int64_t k = 0; k < TT; ++k) {
-    const int64_t t = a.reverse ? TT - 1 - k : k;
+  for (int k = 0; k < TT; ++k) {
+    const int t = a.reverse ? TT - 1 - k : k;
     const T* h_prev = a.hx + (k & 1) * B * H;
     T* h_next = a.hx + ((k + 1) & 1) * B * H;
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
@@ -114,7 +118,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
       for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
         const int64_t bl = item / nu, ul = item % nu;
         const int64_t b = b0 + bl, u = u0 + ul;
-        const int64_t row = t * B + b;  // 64-bit: T*B*G*H may pass 2^31
+        const int64_t row = static_cast<int64_t>(t) * B + b;  // 64-bit: T*B*G*H may pass 2^31
         const float hp = a.hstate[b * H + u];
         float* sv = a.saved + row * (S * H) + u;
         if (t < a.lengths[b]) {
@@ -146,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward_kernel(ForwardArg
     // hstate / cbuf), so the last step needs only a block barrier, not a grid barrier.
     if (k + 1 < TT) {
       // Next step's gx of this block's units (HBM latency hidden behind the barrier).
-      const int64_t t_next = a.reverse ? t - 1 : t + 1;
+      const int64_t t_next = a.reverse ? t - 1 : t + 1;  // 64-bit: scales an offset
       if (!(a.variant & kVariantNoPrefetch)) {
         prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
       }

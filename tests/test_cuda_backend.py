@@ -205,6 +205,23 @@ def test_extension_rejects_cpu_tensors_with_clear_message():
                        torch.full((3,), 2, dtype=torch.int32))
 
 
+@needs_ext
+def test_extension_rejects_steps_or_batch_past_int32():
+    """The kernels count steps and batch rows in 32 bits (csrc/launch.h check_int32_extents): the
+    host refuses seq_len or batch >= 2^31 with a clear error, before any tensor is touched
+    (zero-stride views: nothing that large is allocated)."""
+    from fastrnn import _C
+
+    big = 2 ** 31
+    lengths = torch.full((3,), 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"below 2\^31 .*seq_len=2147483648, batch=3"):
+        _C.rnn_forward(0, False, False, torch.zeros(1, 3, 4).expand(big, 3, 4), torch.zeros(4, 4), None,
+                       torch.zeros(3, 4), None, lengths)
+    with pytest.raises(RuntimeError, match=r"below 2\^31 .*seq_len=2, batch=2147483648"):
+        _C.rnn_backward(0, False, False, torch.zeros(2, 1, 4).expand(2, big, 4), torch.zeros(1, 4).expand(big, 4),
+                        None, torch.zeros(4, 4), torch.zeros(2, 1, 4).expand(2, big, 4), lengths)
+
+
 # ----------------------------------------------------------------------------- GPU suite
 
 DEVICE = torch.device("cuda")
