@@ -4,15 +4,19 @@
 //   nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Ikernels bench/kernel_timing.cu \
 //        -o kernel_timing && ./kernel_timing [results.jsonl]
 //
-// For each shape (the issue's targets: LSTM/GRU/Elman B=16 T=1024 H=768 bf16, LSTM B=256
-// T=1024 H=1024 bf16) it times, with CUDA events, median of 15 after 3 warm-ups, on random
-// inputs (never zeros) rotated over 2 sets:
+// In order of value (a timeout keeps what finished): LSTM B=16 T=1024 H=768 bf16 (the issue's
+// target), LSTM B=256 T=1024 H=1024 bf16, the block-count sweep, then GRU and Elman at the
+// target shape. For each shape it times, with CUDA events, median of 15 after 3 warm-ups, on
+// random inputs (never zeros) rotated over 2 sets:
 //   empty      `T` empty grid.sync() over the same number of blocks (the floor of a step)
 //   full       the real kernel
 //   no_prefetch / no_staging / no_product   the kernel with that part dropped (layout.cuh
 //              kVariant*: results wrong, time informative)
-// and prints us per step for each, forward and backward. One JSON object per line goes to the
-// file named on the command line (appended as it goes, so a timeout keeps what finished).
+// The sweep times `empty` and `full` of the target shape with the blocks capped at 32, 48, 64,
+// 96 (more units per block, fewer blocks reading the exchanged h / dgates through L2): the data
+// that picks the units per block of each direction (bench/cuda_expectations.md).
+// It prints us per step for each, forward and backward. One JSON object per line goes to the
+// file named on the command line (appended as it goes), with "max_blocks" (0: no cap).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -84,32 +88,35 @@ void launch(Kernel kernel, Args args, const fastrnn::Plan& plan) {
 FILE* results = nullptr;
 
 void record(const char* cell, int64_t T, int64_t B, int64_t H, const char* pass, const char* variant, float ms,
-            const fastrnn::Plan& plan) {
+            const fastrnn::Plan& plan, int max_blocks) {
   const double us_step = ms * 1e3 / T;
-  std::printf("%-8s B=%-4ld T=%-5ld H=%-5ld %-8s %-12s %9.3f ms %8.3f us/step  (blocks=%d units=%d tile=%d smem=%ld)\n",
+  std::printf("%-8s B=%-4ld T=%-5ld H=%-5ld %-8s %-12s %9.3f ms %8.3f us/step  (blocks=%d units=%d tile=%d smem=%ld cap=%d)\n",
               cell, long(B), long(T), long(H), pass, variant, ms, us_step, plan.blocks, plan.units, plan.batch_tile,
-              long(plan.smem));
+              long(plan.smem), max_blocks);
   if (results != nullptr) {
     std::fprintf(results,
                  "{\"cell\": \"%s\", \"batch\": %ld, \"seq_len\": %ld, \"hidden\": %ld, \"dtype\": \"bfloat16\", "
                  "\"pass\": \"%s\", \"variant\": \"%s\", \"median_ms\": %.5f, \"us_per_step\": %.4f, "
-                 "\"blocks\": %d, \"units\": %d, \"batch_tile\": %d, \"smem\": %ld}\n",
+                 "\"blocks\": %d, \"units\": %d, \"batch_tile\": %d, \"smem\": %ld, \"max_blocks\": %d}\n",
                  cell, long(B), long(T), long(H), pass, variant, ms, us_step, plan.blocks, plan.units,
-                 plan.batch_tile, long(plan.smem));
+                 plan.batch_tile, long(plan.smem), max_blocks);
     std::fflush(results);
   }
 }
 
+// max_blocks > 0 caps the plan's blocks (as if the GPU had that many SMs); all_variants = false
+// times only `empty` and `full`.
 template <typename Cell>
-void time_shape(const char* name, int64_t T, int64_t B, int64_t H) {
+void time_shape(const char* name, int64_t T, int64_t B, int64_t H, int max_blocks = 0, bool all_variants = true) {
   using T16 = __nv_bfloat16;
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   int device = 0, sms = 0, smem = 0;
   CHECK_CUDA(cudaGetDevice(&device));
   CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const fastrnn::Plan fplan = fastrnn::make_plan(G, 2, H, B, sms, smem, false);
-  const fastrnn::Plan bplan = fastrnn::make_plan(G, 2, H, B, sms, smem, true);
+  const int blocks = max_blocks > 0 ? std::min(max_blocks, sms) : sms;
+  const fastrnn::Plan fplan = fastrnn::make_plan(G, 2, H, B, blocks, smem, false);
+  const fastrnn::Plan bplan = fastrnn::make_plan(G, 2, H, B, blocks, smem, true);
   if (fplan.blocks == 0 || bplan.blocks == 0) {
     std::printf("%s H=%ld: does not fit\n", name, long(H));
     return;
@@ -172,7 +179,7 @@ void time_shape(const char* name, int64_t T, int64_t B, int64_t H) {
       CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(fastrnn::empty_barriers_kernel),
                                              dim3(plan->blocks), dim3(fastrnn::kThreads), kargs, 0, 0));
     });
-    record(name, T, B, H, plan == &fplan ? "forward" : "backward", "empty", ms, *plan);
+    record(name, T, B, H, plan == &fplan ? "forward" : "backward", "empty", ms, *plan, max_blocks);
   }
   const std::pair<const char*, uint32_t> variants[] = {
       {"full", 0u},
@@ -180,23 +187,24 @@ void time_shape(const char* name, int64_t T, int64_t B, int64_t H) {
       {"no_staging", fastrnn::kVariantSkipStaging},
       {"no_product", fastrnn::kVariantSkipProduct},
   };
-  for (const auto& v : variants) {
-    const uint32_t flags = v.second;
+  const int n_variants = all_variants ? 4 : 1;
+  for (int v = 0; v < n_variants; ++v) {
+    const uint32_t flags = variants[v].second;
     const float ms = median_ms([&](int i) {
       auto args = fa[i % 2];
       args.variant = flags;
       launch(fk, args, fplan);
     });
-    record(name, T, B, H, "forward", v.first, ms, fplan);
+    record(name, T, B, H, "forward", variants[v].first, ms, fplan, max_blocks);
   }
-  for (const auto& v : variants) {
-    const uint32_t flags = v.second;
+  for (int v = 0; v < n_variants; ++v) {
+    const uint32_t flags = variants[v].second;
     const float ms = median_ms([&](int i) {
       auto args = ba[i % 2];
       args.variant = flags;
       launch(bk, args, bplan);
     });
-    record(name, T, B, H, "backward", v.first, ms, bplan);
+    record(name, T, B, H, "backward", variants[v].first, ms, bplan, max_blocks);
   }
   // (device buffers are left to process exit)
 }
@@ -211,9 +219,10 @@ int main(int argc, char** argv) {
   }
   if (argc > 1) results = std::fopen(argv[1], "a");
   time_shape<fastrnn::LstmCell>("lstm", 1024, 16, 768);
+  time_shape<fastrnn::LstmCell>("lstm", 1024, 256, 1024);
+  for (int cap : {32, 48, 64, 96}) time_shape<fastrnn::LstmCell>("lstm", 1024, 16, 768, cap, false);
   time_shape<fastrnn::GruCell>("gru", 1024, 16, 768);
   time_shape<fastrnn::ElmanTanhCell>("rnn_tanh", 1024, 16, 768);
-  time_shape<fastrnn::LstmCell>("lstm", 1024, 256, 1024);
   if (results != nullptr) std::fclose(results);
   return 0;
 }
