@@ -87,51 +87,103 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_kernel(Backwa
   }
   zero_pad_columns(wt_s, U, shape);
   zero_pad_columns(dg_s, a.batch_tile, shape);
-  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
-    const int64_t b = i / nu, u = u0 + i % nu;
-    a.dhbuf[b * H + u] = to_float(a.dh_n[b * H + u]);
-    if (Cell::kHasCellState) a.dcbuf[b * H + u] = to_float(a.dc_n[b * H + u]);
+  // Items (sequence b, unit u0 + ul), as in forward.cuh: with the whole batch in one tile and
+  // at most one item per thread ("resident"), a thread keeps its item for all steps, in both
+  // phases (the product's partial for (bl, ul) goes to the same thread): its carried dh, dc and
+  // length stay in registers, and the next step's saved / dout values are loaded right after
+  // the grid barrier, in flight during phase B. Otherwise FlatWalk over the items of a tile,
+  // with dh, dc in dhbuf / dcbuf (only this block touches its units' entries).
+  const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
+  const int nui = static_cast<int>(nu), Hi = static_cast<int>(H);
+  const bool resident = B <= a.batch_tile && B * nu <= threads;  // block-uniform
+  const bool mine = resident && tid < B * nu;
+  const int rbl = mine ? tid / nui : 0, rul = mine ? tid % nui : 0;
+  float r_dh = 0.f, r_dc = 0.f, r_sv[S], r_dout = 0.f;
+  int r_len = 0;
+
+  // Phase-A inputs of item (b, u0 + ul) at step t: the S saved values and dout.
+  auto load_inputs = [&](int t, int64_t b, int ul, float (&sv)[S], float& dout) {
+    const int64_t row = static_cast<int64_t>(t) * B + b;  // 64-bit: T*B*S*H may pass 2^31
+    const float* p = a.saved + row * (S * H) + u0 + ul;
+#pragma unroll
+    for (int s = 0; s < S; ++s) sv[s] = p[s * H];
+    dout = to_float(a.dout[row * H + u0 + ul]);
+  };
+  // Phase A of item (b, u0 + ul) at step t: the cell backward from the saved values, writing
+  // dgx, dghn and the exchanged dgh; dh, dc: the carried gradients, updated in place (they pass
+  // through unchanged past the sequence's end, where the gate gradients are zero).
+  T* dg = nullptr;
+  auto phase_a = [&](int t, int64_t b, int ul, bool active, const float (&sv)[S], float dout, float& dh, float& dc) {
+    const int64_t u = u0 + ul, row = static_cast<int64_t>(t) * B + b;
+    T* dgx_row = a.dgx + row * GH;
+    if (active) {
+      float dgx[G], dgh[G], dh_direct, dc_prev;
+      Cell::backward(sv, dh + dout, dc, dgx, dgh, dh_direct, dc_prev);
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        dgx_row[g * H + u] = from_float<T>(dgx[g]);
+        dg[b * GH + g * H + u] = from_float<T>(dgh[g]);
+      }
+      if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(dgh[G - 1]);
+      dh = dh_direct;
+      if (Cell::kHasCellState) dc = dc_prev;
+    } else {
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        dgx_row[g * H + u] = from_float<T>(0.f);
+        dg[b * GH + g * H + u] = from_float<T>(0.f);
+      }
+      if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(0.f);
+    }
+  };
+
+  if (resident) {
+    if (mine) {
+      const int64_t off = rbl * H + u0 + rul;
+      r_dh = to_float(a.dh_n[off]);
+      if (Cell::kHasCellState) r_dc = to_float(a.dc_n[off]);
+      r_len = a.lengths[rbl];
+      load_inputs(a.reverse ? 0 : TT - 1, rbl, rul, r_sv, r_dout);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+      const int64_t b = i / nu, u = u0 + i % nu;
+      a.dhbuf[b * H + u] = to_float(a.dh_n[b * H + u]);
+      if (Cell::kHasCellState) a.dcbuf[b * H + u] = to_float(a.dc_n[b * H + u]);
+    }
   }
   __syncthreads();
 
   for (int k = 0; k < TT; ++k) {
     const int t = a.reverse ? k : TT - 1 - k;
-    T* dg = a.dgbuf + (k & 1) * B * GH;
+    dg = a.dgbuf + (k & 1) * B * GH;
     // Phase A: gate gradients of this block's units.
-    for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
-      const int64_t b = i / nu, u = u0 + i % nu;
-      const int64_t row = static_cast<int64_t>(t) * B + b;
-      T* dgx_row = a.dgx + row * GH;
-      if (t < a.lengths[b]) {
-        const float dh = a.dhbuf[b * H + u] + to_float(a.dout[row * H + u]);
-        const float dc = Cell::kHasCellState ? a.dcbuf[b * H + u] : 0.f;
-        float sv[S], dgx[G], dgh[G], dh_direct, dc_prev;
-        const float* saved = a.saved + row * (S * H) + u;
-#pragma unroll
-        for (int s = 0; s < S; ++s) sv[s] = saved[s * H];
-        Cell::backward(sv, dh, dc, dgx, dgh, dh_direct, dc_prev);
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          dgx_row[g * H + u] = from_float<T>(dgx[g]);
-          dg[b * GH + g * H + u] = from_float<T>(dgh[g]);
-        }
-        if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(dgh[G - 1]);
-        a.dhbuf[b * H + u] = dh_direct;
-        if (Cell::kHasCellState) a.dcbuf[b * H + u] = dc_prev;
-      } else {  // inactive: no gradient into the gates; dh, dc pass through
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          dgx_row[g * H + u] = from_float<T>(0.f);
-          dg[b * GH + g * H + u] = from_float<T>(0.f);
-        }
-        if (Cell::kGruRecurrentBias) a.dghn[row * H + u] = from_float<T>(0.f);
+    if (resident) {
+      if (mine && (a.variant & kVariantNoPrefetch)) load_inputs(t, rbl, rul, r_sv, r_dout);  // timing: not early
+      if (mine) phase_a(t, rbl, rul, t < r_len, r_sv, r_dout, r_dh, r_dc);
+    } else {
+      FlatWalk w(tid, threads, nui, Hi);  // row = b, col = ul, pad = b * H + ul
+      for (int item = tid; item < static_cast<int>(B) * nui; item += threads, w.next()) {
+        const int64_t off = u0 + w.pad;
+        float sv[S], dout, dh = a.dhbuf[off], dc = Cell::kHasCellState ? a.dcbuf[off] : 0.f;
+        const bool active = t < a.lengths[w.row];
+        if (active) load_inputs(t, w.row, w.col, sv, dout);
+        phase_a(t, w.row, w.col, active, sv, dout, dh, dc);
+        a.dhbuf[off] = dh;
+        if (Cell::kHasCellState) a.dcbuf[off] = dc;
       }
     }
     grid.sync();  // dgh_t of every unit visible to every block
-    if (k + 1 < TT && !(a.variant & kVariantNoPrefetch)) {  // next step's phase-A inputs, fetched during phase B
-      const int64_t t_next = a.reverse ? t + 1 : t - 1;
-      prefetch_rows_l2(a.saved + t_next * B * S * H + u0, B * S, H * sizeof(float), nu * sizeof(float));
-      prefetch_rows_l2(a.dout + t_next * B * H + u0, B, H * sizeof(T), nu * sizeof(T));
+    if (k + 1 < TT) {
+      const int t_next = a.reverse ? t + 1 : t - 1;
+      if (mine && !(a.variant & kVariantNoPrefetch)) {
+        load_inputs(t_next, rbl, rul, r_sv, r_dout);  // next step's phase A, in flight during phase B
+      }
+      if (!resident && !(a.variant & kVariantNoPrefetch)) {  // the same, into L2 only
+        const int64_t tn = t_next;
+        prefetch_rows_l2(a.saved + tn * B * S * H + u0, B * S, H * sizeof(float), nu * sizeof(float));
+        prefetch_rows_l2(a.dout + tn * B * H + u0, B, H * sizeof(T), nu * sizeof(T));
+      }
     }
     // Phase B: carried dh += dgh_t W_hh restricted to this block's units.
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
@@ -141,17 +193,29 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_kernel(Backwa
       __syncthreads();
       if (!(a.variant & kVariantSkipProduct)) block_product(wt_s, dg_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
-      for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
-        const int64_t bl = item / nu, ul = item % nu;
-        a.dhbuf[(b0 + bl) * H + u0 + ul] += partial_sum(part_s, shape, pld, ul, bl);
+      if (resident) {
+        if (mine) r_dh += partial_sum(part_s, shape, pld, rul, rbl);
+      } else {
+        FlatWalk w(tid, threads, nui, Hi);  // row = bl, col = ul, pad = bl * H + ul
+        for (int item = tid; item < static_cast<int>(nb) * nui; item += threads, w.next()) {
+          a.dhbuf[b0 * H + u0 + w.pad] += partial_sum(part_s, shape, pld, w.col, w.row);
+        }
       }
     }
     __syncthreads();  // phase A of the next step reads dhbuf written by other threads
   }
-  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
-    const int64_t b = i / nu, u = u0 + i % nu;
-    a.dh0[b * H + u] = from_float<T>(a.dhbuf[b * H + u]);
-    if (Cell::kHasCellState) a.dc0[b * H + u] = from_float<T>(a.dcbuf[b * H + u]);
+  if (resident) {
+    if (mine) {
+      const int64_t off = rbl * H + u0 + rul;
+      a.dh0[off] = from_float<T>(r_dh);
+      if (Cell::kHasCellState) a.dc0[off] = from_float<T>(r_dc);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+      const int64_t b = i / nu, u = u0 + i % nu;
+      a.dh0[b * H + u] = from_float<T>(a.dhbuf[b * H + u]);
+      if (Cell::kHasCellState) a.dc0[b * H + u] = from_float<T>(a.dcbuf[b * H + u]);
+    }
   }
 }
 

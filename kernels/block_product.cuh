@@ -14,25 +14,13 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
+#include "device.cuh"
 #include "dtype.cuh"
 #include "layout.cuh"
 #include "mma.cuh"
 
 namespace fastrnn {
-
-// 16 bytes from global memory with ld.global.cg (L2, not L1: other blocks wrote them); 16-byte
-// aligned.
-__device__ __forceinline__ uint4 load16_cg(const void* src) {
-#if defined(FASTRNN_HOST_EMULATION)
-  uint4 v;
-  std::memcpy(&v, src, 16);
-  return v;
-#else
-  return __ldcg(reinterpret_cast<const uint4*>(src));
-#endif
-}
 
 // Partials: one slab per warp, row-major (m_tiles*16) x pld fp32 (pld = partial_ld(batch tile)).
 __device__ __forceinline__ float* partial_slab(float* part, int warp, const ProductShape& s, int64_t pld) {
@@ -147,39 +135,30 @@ __device__ __forceinline__ float partial_sum(const float* part, const ProductSha
 }
 
 // Copies `rows` rows of K = s.k elements from global memory (row stride K, read from L2 past L1:
-// other blocks wrote them) into shared memory (row stride s.ld). 16 bytes per load where K and
+// other blocks wrote them) into shared memory (row stride s.ld). 16 bytes per copy where K and
 // the source address allow it (every row then starts 16-byte aligned on both sides: ld*itemsize
-// is a multiple of 16, layout.cuh), else one element per load. Each thread issues up to
-// kStageBatch 16-byte loads before the first store, so its L2 round trips overlap instead of
-// running one after another (the target shape's forward stages 6 vectors per thread, the
-// backward 24: one and three round trips instead of 6 and 24). Offsets are 32-bit: a staged
-// tile is at most kMaxBatchTile rows of G*H elements.
-constexpr int kStageBatch = 8;
-
+// is a multiple of 16, layout.cuh), else one element per load. The 16-byte copies are cp.async:
+// a thread issues all of its copies (the target shape: 6 per thread forward, 24 backward)
+// without waiting on any, so their L2 round trips overlap, and they land in shared memory
+// without passing through registers; it waits for them before returning (the caller's
+// __syncthreads() then covers the block). Each thread walks its elements tid, tid + threads, ...
+// with a FlatWalk (layout.cuh): no division per element. Offsets are 32-bit: a staged tile is
+// at most kMaxBatchTile rows of G*H elements.
 template <typename T>
 __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, const ProductShape& s) {
   constexpr int kVec = 16 / sizeof(T);
   const int k = static_cast<int>(s.k), ld = static_cast<int>(s.ld);
-  const int threads = static_cast<int>(blockDim.x);
+  const int threads = static_cast<int>(blockDim.x), tid = static_cast<int>(threadIdx.x);
   if (k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    const int vecs = k / kVec;
-    const int total = static_cast<int>(rows) * vecs;
-    for (int base = static_cast<int>(threadIdx.x); base < total; base += kStageBatch * threads) {
-      uint4 v[kStageBatch];
-#pragma unroll
-      for (int j = 0; j < kStageBatch; ++j) {
-        const int i = base + j * threads;
-        if (i < total) v[j] = load16_cg(src + (i / vecs) * k + (i % vecs) * kVec);
-      }
-#pragma unroll
-      for (int j = 0; j < kStageBatch; ++j) {
-        const int i = base + j * threads;
-        if (i < total) *reinterpret_cast<uint4*>(dst + (i / vecs) * ld + (i % vecs) * kVec) = v[j];
-      }
-    }
+    // In units of 16-byte vectors: rows of k / kVec vectors, padded rows of ld / kVec.
+    const int total = static_cast<int>(rows) * (k / kVec);
+    FlatWalk w(tid, threads, k / kVec, ld / kVec);
+    for (int i = tid; i < total; i += threads, w.next()) cp_async16_cg(dst + w.pad * kVec, src + i * kVec);
+    cp_async_wait_all();
   } else {
     const int total = static_cast<int>(rows) * k;
-    for (int i = static_cast<int>(threadIdx.x); i < total; i += threads) dst[(i / k) * ld + i % k] = __ldcg(src + i);
+    FlatWalk w(tid, threads, k, ld);
+    for (int i = tid; i < total; i += threads, w.next()) dst[w.pad] = __ldcg(src + i);
   }
 }
 

@@ -52,6 +52,31 @@ __device__ __forceinline__ void prefetch_rows_l2(const void* base, int64_t rows,
   }
 }
 
+// 16 bytes global -> shared without passing through registers (cp.async.cg: cached in L2 only,
+// so data other blocks wrote is seen after the grid barrier). The thread continues at once: all
+// of its copies are in flight together, and cp_async_wait_all() waits for them (other threads'
+// copies: __syncthreads() after that). Both addresses 16-byte aligned. Under the CPU emulation
+// the copy is deferred until the wait (host_emulation.h), so a missing wait shows as a read of
+// poisoned shared memory.
+__device__ __forceinline__ void cp_async16_cg(void* smem_dst, const void* gmem_src) {
+#if defined(FASTRNN_HOST_EMULATION)
+  fastrnn_emu::cp_async16(smem_dst, gmem_src);
+#elif defined(__CUDA_ARCH__)
+  const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src) : "memory");
+#else
+  (void)smem_dst, (void)gmem_src;
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(FASTRNN_HOST_EMULATION)
+  fastrnn_emu::cp_async_wait_all();
+#elif defined(__CUDA_ARCH__)
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 #if !defined(FASTRNN_HOST_EMULATION)
 // The block's dynamic shared memory (size given at launch).
 __device__ __forceinline__ unsigned char* dynamic_smem() {

@@ -19,12 +19,13 @@
 // Block p owns units [p*U, p*U + U) with all their gates (layout.cuh); its W_hh rows stay in
 // shared memory for all T steps (A of block_product.cuh: row g*U + ul is W_hh row g*H + u0 + ul;
 // rows of units past H are zero). Per step t (t = T-1..0 when reverse), per tile of BT sequences:
-//   stage h_{t-1} from hx (read from L2, bypassing L1) in shared memory (B);
+//   stage h_{t-1} from hx in shared memory (B): cp.async copies through L2, all in flight at once;
 //   the block's product gates_h = W_hh[rows] h_{t-1}, split over warps (tensor cores for 16-bit);
-//   one thread per (sequence, unit): the cell update from the warps' partial sums, writing out,
-//   saved, hstate, cbuf and hx[next];
+//   one thread per (sequence, unit) item: the cell update from the warps' partial sums, writing
+//   out, saved and hx[next];
 // then a prefetch of step t+1's gx slice into L2 and grid.sync() so every block sees the
-// complete h_t.
+// complete h_t. The items' state (exact h, c, length): in registers when the batch is one tile
+// and its items fit one per thread ("resident", the target shape), else in hstate / cbuf.
 // With bf16/fp16, h_{t-1} enters the product rounded to the storage dtype (as in cuDNN); the
 // state itself (hstate, cbuf, the cell update) stays fp32.
 #pragma once
@@ -95,12 +96,71 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
     w_s[i] = (ul < nu && k < H) ? a.w_hh[(g * H + u0 + ul) * H + k] : from_float<T>(0.f);
   }
   zero_pad_columns(h_s, a.batch_tile, shape);
+
+  // Items: (sequence b, unit u0 + ul), one thread each per step. When the whole batch is one
+  // tile and its items fit one per thread (the target shape: 16 x 6 = 96 items), every thread
+  // keeps the same item for all steps ("resident"): its h, c and length stay in registers and
+  // its gx loads are issued at the start of the step, so they are in flight during the staging
+  // and the product (they hit L2: the prefetch before the previous barrier brought them there).
+  // Not before the barrier: grid.sync()'s fence in thread 0 would wait for thread 0's loads.
+  // Otherwise the items are walked per tile (FlatWalk: no division per item) and the state lives
+  // in hstate / cbuf, which only this block touches.
+  const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
+  const int nui = static_cast<int>(nu), Hi = static_cast<int>(H);
+  const bool resident = B <= a.batch_tile && B * nu <= threads;  // block-uniform
+  const bool mine = resident && tid < B * nu;
+  const int rbl = mine ? tid / nui : 0, rul = mine ? tid % nui : 0;  // the resident item
+  float r_h = 0.f, r_c = 0.f;
+  int r_len = 0;
+
+  // gx of item (b, u0 + ul) at step t: G values, H apart.
+  auto load_gx = [&](int t, int64_t b, int ul, float (&gx)[G]) {
+    const T* p = a.gx + (static_cast<int64_t>(t) * B + b) * (G * H) + u0 + ul;  // 64-bit: T*B*G*H may pass 2^31
+#pragma unroll
+    for (int g = 0; g < G; ++g) gx[g] = to_float(p[g * H]);
+  };
+  // Step t of item (bl, ul) of the tile at b0: the gates from gx and the block's product, the
+  // cell update, and the writes of out, saved and h_next. hp, cp: the item's state, updated in
+  // place (unchanged past the sequence's end, where out and saved are zero).
+  auto update = [&](int t, int64_t b0, int bl, int ul, bool active, const float (&gx)[G], T* h_next, float& hp,
+                    float& cp) {
+    const int64_t b = b0 + bl, u = u0 + ul;
+    const int64_t row = static_cast<int64_t>(t) * B + b;
+    float* sv = a.saved + row * (S * H) + u;
+    if (active) {
+      float gh[G], sv_v[S];
+#pragma unroll
+      for (int g = 0; g < G; ++g) gh[g] = partial_sum(part_s, shape, pld, g * U + ul, bl);
+      if (Cell::kGruRecurrentBias) gh[G - 1] += to_float(a.b_hn[u]);
+      float hn, cn;
+      Cell::forward(gx, gh, hp, cp, sv_v, hn, cn);
+      a.out[row * H + u] = from_float<T>(hn);
+#pragma unroll
+      for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
+      hp = hn;
+      if (Cell::kHasCellState) cp = cn;
+    } else {
+      a.out[row * H + u] = from_float<T>(0.f);
+#pragma unroll
+      for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
+    }
+    h_next[b * H + u] = from_float<T>(hp);
+  };
+
   // Initial state of this block's units.
   for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
     const int64_t b = i / nu, u = u0 + i % nu;
     a.hx[b * H + u] = a.h0[b * H + u];
-    a.hstate[b * H + u] = to_float(a.h0[b * H + u]);
-    if (Cell::kHasCellState) a.cbuf[b * H + u] = to_float(a.c0[b * H + u]);
+    if (!resident) {
+      a.hstate[b * H + u] = to_float(a.h0[b * H + u]);
+      if (Cell::kHasCellState) a.cbuf[b * H + u] = to_float(a.c0[b * H + u]);
+    }
+  }
+  if (mine) {
+    const int64_t off = rbl * H + u0 + rul;
+    r_h = to_float(a.h0[off]);
+    if (Cell::kHasCellState) r_c = to_float(a.c0[off]);
+    r_len = a.lengths[rbl];
   }
   grid.sync();
 
@@ -108,6 +168,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
     const int t = a.reverse ? TT - 1 - k : k;
     const T* h_prev = a.hx + (k & 1) * B * H;
     T* h_next = a.hx + ((k + 1) & 1) * B * H;
+    float r_gx[G];
+    if (mine) load_gx(t, rbl, rul, r_gx);  // consumed after the product
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
       __syncthreads();  // the previous tile's readers are done with h_s and part_s
@@ -115,39 +177,23 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
       __syncthreads();
       if (!(a.variant & kVariantSkipProduct)) block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
-      for (int64_t item = threadIdx.x; item < nb * nu; item += blockDim.x) {
-        const int64_t bl = item / nu, ul = item % nu;
-        const int64_t b = b0 + bl, u = u0 + ul;
-        const int64_t row = static_cast<int64_t>(t) * B + b;  // 64-bit: T*B*G*H may pass 2^31
-        const float hp = a.hstate[b * H + u];
-        float* sv = a.saved + row * (S * H) + u;
-        if (t < a.lengths[b]) {
-          float gx[G], gh[G], sv_v[S];
-#pragma unroll
-          for (int g = 0; g < G; ++g) {
-            gx[g] = to_float(a.gx[row * (G * H) + g * H + u]);
-            gh[g] = partial_sum(part_s, shape, pld, g * U + ul, bl);
-          }
-          if (Cell::kGruRecurrentBias) gh[G - 1] += to_float(a.b_hn[u]);
-          const float cp = Cell::kHasCellState ? a.cbuf[b * H + u] : 0.f;
-          float hn, cn;
-          Cell::forward(gx, gh, hp, cp, sv_v, hn, cn);
-          a.out[row * H + u] = from_float<T>(hn);
-#pragma unroll
-          for (int s = 0; s < S; ++s) sv[s * H] = sv_v[s];
-          a.hstate[b * H + u] = hn;
-          h_next[b * H + u] = from_float<T>(hn);
-          if (Cell::kHasCellState) a.cbuf[b * H + u] = cn;
-        } else {  // past the sequence's end: state frozen, output zero
-          a.out[row * H + u] = from_float<T>(0.f);
-#pragma unroll
-          for (int s = 0; s < S; ++s) sv[s * H] = 0.f;
-          h_next[b * H + u] = from_float<T>(hp);
+      if (resident) {
+        if (mine) update(t, 0, rbl, rul, t < r_len, r_gx, h_next, r_h, r_c);
+      } else {
+        FlatWalk w(tid, threads, nui, Hi);  // row = bl, col = ul, pad = bl * H + ul
+        for (int item = tid; item < static_cast<int>(nb) * nui; item += threads, w.next()) {
+          const int64_t off = b0 * H + u0 + w.pad;
+          float gx[G];
+          load_gx(t, b0 + w.row, w.col, gx);
+          float hp = a.hstate[off], cp = Cell::kHasCellState ? a.cbuf[off] : 0.f;
+          update(t, b0, w.row, w.col, t < a.lengths[b0 + w.row], gx, h_next, hp, cp);
+          a.hstate[off] = hp;
+          if (Cell::kHasCellState) a.cbuf[off] = cp;
         }
       }
     }
-    // After the last step no block reads hx again (the final state below is this block's own
-    // hstate / cbuf), so the last step needs only a block barrier, not a grid barrier.
+    // After the last step no block reads hx again (the final state below is this block's own),
+    // so the last step needs only a block barrier, not a grid barrier.
     if (k + 1 < TT) {
       // Next step's gx of this block's units (HBM latency hidden behind the barrier).
       const int64_t t_next = a.reverse ? t - 1 : t + 1;  // 64-bit: scales an offset
@@ -159,10 +205,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
   }
   __syncthreads();  // the loop below reads hstate / cbuf that other threads of the block wrote
   // Final state of this block's units.
-  for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
-    const int64_t b = i / nu, u = u0 + i % nu;
-    a.h_n[b * H + u] = from_float<T>(a.hstate[b * H + u]);
-    if (Cell::kHasCellState) a.c_n[b * H + u] = from_float<T>(a.cbuf[b * H + u]);
+  if (resident) {
+    if (mine) {
+      const int64_t off = rbl * H + u0 + rul;
+      a.h_n[off] = from_float<T>(r_h);
+      if (Cell::kHasCellState) a.c_n[off] = from_float<T>(r_c);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < B * nu; i += blockDim.x) {
+      const int64_t b = i / nu, u = u0 + i % nu;
+      a.h_n[b * H + u] = from_float<T>(a.hstate[b * H + u]);
+      if (Cell::kHasCellState) a.c_n[b * H + u] = from_float<T>(a.cbuf[b * H + u]);
+    }
   }
 }
 

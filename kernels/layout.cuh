@@ -36,7 +36,7 @@ constexpr int kThreads = 256;      // threads per block
 // kernel). Each drops one part of a step so bench/kernel_timing.cu can show where a step's time
 // goes; the results are then wrong, so only that benchmark sets them.
 constexpr uint32_t kVariantSkipStaging = 1;   // no copy of h / dgates into shared memory
-constexpr uint32_t kVariantNoPrefetch = 2;    // no L2 prefetch of the next step's inputs
+constexpr uint32_t kVariantNoPrefetch = 2;    // next step's inputs not fetched early (L2 prefetch / register loads)
 constexpr uint32_t kVariantSkipProduct = 4;   // no recurrent product (partials left as they are)
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
@@ -83,6 +83,41 @@ FASTRNN_LAYOUT_HD constexpr int64_t smem_bytes(int gates, int itemsize, int64_t 
                                                bool backward) {
   return smem_layout(gates, itemsize, hidden, units, batch_tile, backward).bytes;
 }
+
+// A walk over the elements i = start, start + stride, ... of a row-major (rows x width) range,
+// giving each element's column and its offset in a padded copy with row stride ld, with no
+// division per step (two up front). The staging loops and the per-item loops of the persistent
+// kernels use it: an integer division costs ~20 instructions (64-bit: a call of ~70), once per
+// element and step before.
+//   col:  i % width       row:  i / width       pad:  row * ld + col
+// Each step adds stride = (stride / width) rows + (stride % width) columns; when the column
+// passes width it wraps once (stride % width < width) into the next row: pad += ld - width.
+// The compiler drops the fields a loop does not read.
+struct FlatWalk {
+  int col;   // i % width
+  int row;   // i / width
+  int pad;   // row * ld + col
+  int dcol;  // stride % width
+  int drow;  // stride / width
+  int dpad;  // drow * ld + dcol
+  int width;
+  int wrap;  // ld - width
+
+  FASTRNN_LAYOUT_HD FlatWalk(int start, int stride, int width_, int ld)
+      : col(start % width_), row(start / width_), pad(start / width_ * ld + start % width_), dcol(stride % width_),
+        drow(stride / width_), dpad(stride / width_ * ld + stride % width_), width(width_), wrap(ld - width_) {}
+
+  FASTRNN_LAYOUT_HD void next() {
+    col += dcol;
+    row += drow;
+    pad += dpad;
+    if (col >= width) {
+      col -= width;
+      ++row;
+      pad += wrap;
+    }
+  }
+};
 
 struct Plan {
   int blocks = 0;       // P; 0: does not fit

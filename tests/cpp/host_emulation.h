@@ -8,7 +8,8 @@
 // through a barrier per warp, so every lane must call it, as on the GPU; the fragment layout is
 // the PTX ISA's, restated in kernels/mma.cuh), __ldcg (a plain load: std::barrier orders memory),
 // cooperative_groups::this_grid().sync() (a barrier over all threads), prefetch.global.L2 (the
-// address is recorded for the tests, nothing is fetched), and the block's dynamic
+// address is recorded for the tests, nothing is fetched), cp.async (deferred until the thread's
+// wait: data read before it is the poison), and the block's dynamic
 // shared memory, filled with NaN bytes at launch so a read of something never written shows.
 // Not emulated: timing, the memory model's weaker orderings (a missing fence that std::barrier
 // happens to provide would go unnoticed), bank conflicts, occupancy, the tensor cores' own
@@ -20,6 +21,7 @@
 #include <cuda_bf16.h>  // also defines __host__, __device__, __global__, ... as nothing for g++
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -68,6 +70,22 @@ inline void record_prefetch(const void* p) {
   if (prefetch_log != nullptr) prefetch_log->push_back(p);
 }
 inline std::barrier<>* grid_barrier = nullptr;
+// cp.async (kernels/device.cuh cp_async16_cg): each thread's copies wait in a queue until its
+// cp_async_wait_all(), as the hardware may complete them any time before that: a kernel that
+// reads the destination before waiting reads the NaN-filled shared memory. A copy still pending
+// when the thread ends is an error (counted in cp_async_lost).
+struct PendingCopy {
+  void* dst;
+  const void* src;
+};
+inline thread_local std::vector<PendingCopy> pending_copies;
+inline std::atomic<int> cp_async_lost{0};
+inline void cp_async16(void* dst, const void* src) { pending_copies.push_back({dst, src}); }
+inline void cp_async_wait_all() {
+  for (const PendingCopy& c : pending_copies) std::memcpy(c.dst, c.src, 16);
+  pending_copies.clear();
+}
+
 
 // Runs kernel(args) on grid x block threads; blocks must be a multiple of 32 threads.
 template <typename Kernel, typename Args>
@@ -87,6 +105,8 @@ void launch(Kernel kernel, int grid, int block, size_t smem_bytes, const Args& a
         gridDim = {static_cast<unsigned>(grid), 1, 1};
         current_block = blocks[b].get();
         kernel(args);
+        if (!pending_copies.empty()) ++cp_async_lost;
+        pending_copies.clear();
       });
     }
   }

@@ -2,7 +2,9 @@
 // host_emulation.h (one std::thread per CUDA thread, real barriers), against the CPU loop of
 // persistent_reference.h. Tests the orchestration without a GPU: work split over several blocks
 // (one and several units per block; H=768 in 128 blocks of 6 units, the target shape's split),
-// several batch tiles per step (balanced by the plan), the h / dgates double
+// several batch tiles per step (balanced by the plan) and the batch in one tile with the items'
+// state in registers (resident), the cp.async staging (copies deferred until the wait), the
+// division-free index walk (FlatWalk) against divisions, the h / dgates double
 // buffers and grid barriers, lengths (0, partial, full), reverse, NaN-poisoned buffers and
 // shared memory, the K split over 2 and 8 warps (warps without a k-tile included); fp32 (FMA
 // path), fp32 with TF32 and bf16 / fp16 (the mma paths, with mma.sync emulated from its
@@ -158,13 +160,16 @@ void run_dtype(const char* name, bool tf32, std::mt19937& rng) {
 // The target shape's work split: H=768 over 128 blocks of 6 units (an H100/H200 with
 // 132 SMs: 24 rows in two row tiles, K = 768 or 3072 split over the warps), several batch tiles
 // per step (B=5 in passes of 2, 2, 1 rows; B=11 in passes of 4, 4, 3), both directions, with
-// lengths (0, partial, full). fp32 (FMA path) only at H=768: the emulated mma synchronises each
+// lengths (0, partial, full); and B=5 in one pass (resident). fp32 (FMA path) only at H=768: the emulated mma synchronises each
 // warp's 32 threads per instruction, minutes for 128 blocks; the 16-bit mma path with 6 units a
 // block runs at H=48 over 8 blocks here, and at H=768 in test_persistent.cu on a GPU.
 template <typename Cell>
 void run_target_split(const char* name, std::mt19937& rng) {
   for (bool reverse : {false, true}) run_case<Cell, float>(name, 3, 5, 768, reverse, 128, 2, 32, false, rng);
   run_case<Cell, float>(name, 2, 11, 768, true, 128, 4, 32, false, rng);
+  // One tile of 5 sequences x 6 units = 30 items on 32 threads: the resident mode (state in
+  // registers, forward.cuh / backward.cuh), with a length-0 and a partial sequence.
+  run_case<Cell, float>(name, 3, 5, 768, false, 128, 5, 32, false, rng);
   for (bool reverse : {false, true}) {
     run_case<Cell, __nv_bfloat16>(name, 3, 5, 48, reverse, 8, 2, 64, false, rng);
     run_case<Cell, __half>(name, 3, 11, 48, reverse, 8, 4, 64, false, rng);
@@ -210,6 +215,30 @@ void check_prefetch_tails() {
   }
 }
 
+// FlatWalk (kernels/layout.cuh), the division-free index walk of the staging and per-item
+// loops, against the divisions it replaces: every start, strides below, equal to and above the
+// width (several rows per step), pads from none to wide.
+void check_flat_walk() {
+  for (int width : {1, 3, 6, 96, 100}) {
+    for (int pad : {0, 1, 8}) {
+      const int ld = width + pad;
+      for (int stride : {1, 5, 6, 32, 64, 256, 301}) {
+        for (int start = 0; start < std::min(stride, 40); ++start) {
+          fastrnn::FlatWalk w(start, stride, width, ld);
+          for (int i = start; i < 4000; i += stride, w.next()) {
+            if (w.col != i % width || w.row != i / width || w.pad != i / width * ld + i % width) {
+              std::printf("FAIL FlatWalk width=%d ld=%d stride=%d start=%d at %d: col=%d pad=%d\n", width, ld, stride,
+                          start, i, w.col, w.pad);
+              ++fastrnn_test::failures;
+              return;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 template <typename Cell>
 void run_cell(const char* name, std::mt19937& rng) {
   run_dtype<Cell, float>(name, false, rng);
@@ -222,6 +251,7 @@ void run_cell(const char* name, std::mt19937& rng) {
 
 int main() {
   std::mt19937 rng(11);
+  check_flat_walk();
   check_prefetch_tails();
   run_target_split<fastrnn::LstmCell>("lstm", rng);
   run_target_split<fastrnn::GruCell>("gru", rng);
@@ -229,6 +259,10 @@ int main() {
   run_cell<fastrnn::ElmanReluCell>("rnn_relu", rng);
   run_cell<fastrnn::LstmCell>("lstm", rng);
   run_cell<fastrnn::GruCell>("gru", rng);
+  if (fastrnn_emu::cp_async_lost > 0) {  // a thread ended with cp.async copies it never waited for
+    std::printf("FAIL: %d threads ended with cp.async copies pending\n", fastrnn_emu::cp_async_lost.load());
+    ++fastrnn_test::failures;
+  }
   if (fastrnn_test::failures > 0) {
     std::printf("persistent kernels (CPU emulation): %d failures\n", fastrnn_test::failures);
     return 1;
