@@ -61,15 +61,30 @@ def load_gate_tiles(w_ptr, G: tl.constexpr, H: tl.constexpr, offs_k, mask_k, off
 
 
 @triton.jit
+def recurrent_dot(hd, w, DOT_PRECISION: tl.constexpr, SPLIT_K: tl.constexpr):
+    """``hd @ w`` in fp32. SPLIT_K = False: one tl.dot of (BLOCK_B, K) by (K, N). SPLIT_K = True
+    (the large-H forward): hd (KS, BLOCK_B, KC) and w (KS, KC, N) hold K = KS*KC in KS chunks; a
+    batched dot gives each chunk to its own warp, then the chunks' products are summed. A single
+    (16 x K) by (K x 16) tl.dot makes every warp hold all of the (16 x K) operand and compute the
+    same 16 x 16 tile (the large-H forward had 255 registers and spilled); split, a warp holds
+    1/KS of it and no work is repeated."""
+    if SPLIT_K:
+        return tl.sum(tl.dot(hd, w, input_precision=DOT_PRECISION), axis=0)
+    else:
+        return tl.dot(hd, w, input_precision=DOT_PRECISION)
+
+
+@triton.jit
 def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
-                 H: tl.constexpr, CELL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                 H: tl.constexpr, CELL: tl.constexpr, DOT_PRECISION: tl.constexpr, SPLIT_K: tl.constexpr):
     """Step t for the owned units: -> (h_t, c) before masking h; writes saved[t].
 
     ``gx_offs`` = row*(G*H) + offs and ``sv_offs`` = row*(S*H) + offs address gate 0 / saved
     block 0 of step t (computed by the caller, before its loads of h: that order keeps the
     large-H forward at its register count). ``hd`` is all of h_{t-1} in the weights' dtype (the
     dot operand, (BLOCK_B, BLOCK_H)), ``h`` / ``c`` the owned units of h_{t-1} / c_{t-1} in fp32,
-    ``w*`` from ``load_gate_tiles`` with TRANSPOSE, ``b_hn`` (GRU) b_hn of the owned units.
+    ``w*`` from ``load_gate_tiles`` with TRANSPOSE, ``b_hn`` (GRU) b_hn of the owned units;
+    with SPLIT_K, ``hd`` and ``w*`` in the chunked 3-D form of ``recurrent_dot``.
 
         gates = gx[t] + hd @ W_hh^T          (tl.dot, fp32 accumulate; GRU: gx[t] and
                                               gh = hd @ W_hh^T + b_hn kept apart, r multiplies gh_n)
@@ -82,7 +97,7 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
     """
     if CELL <= 1:
         a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-        a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+        a += recurrent_dot(hd, w0, DOT_PRECISION, SPLIT_K)
         h_new = elman_forward(a, CELL == 1)
         tl.store(saved_ptr + sv_offs, h_new, mask=mask)
     elif CELL == 2:
@@ -90,10 +105,10 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
         a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
         a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
         a_o = tl.load(gx_ptr + gx_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-        a_i += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-        a_f += tl.dot(hd, w1, input_precision=DOT_PRECISION)
-        a_g += tl.dot(hd, w2, input_precision=DOT_PRECISION)
-        a_o += tl.dot(hd, w3, input_precision=DOT_PRECISION)
+        a_i += recurrent_dot(hd, w0, DOT_PRECISION, SPLIT_K)
+        a_f += recurrent_dot(hd, w1, DOT_PRECISION, SPLIT_K)
+        a_g += recurrent_dot(hd, w2, DOT_PRECISION, SPLIT_K)
+        a_o += recurrent_dot(hd, w3, DOT_PRECISION, SPLIT_K)
         i, f, g, o, c_new, h_new = lstm_forward(a_i, a_f, a_g, a_o, c)
         c = tl.where(active, c_new, c)
         tl.store(saved_ptr + sv_offs, i, mask=mask)
@@ -105,9 +120,9 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
         gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
         gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
         gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-        gh_r = tl.dot(hd, w0, input_precision=DOT_PRECISION)
-        gh_z = tl.dot(hd, w1, input_precision=DOT_PRECISION)
-        gh_n = tl.dot(hd, w2, input_precision=DOT_PRECISION) + b_hn[None, :]
+        gh_r = recurrent_dot(hd, w0, DOT_PRECISION, SPLIT_K)
+        gh_z = recurrent_dot(hd, w1, DOT_PRECISION, SPLIT_K)
+        gh_n = recurrent_dot(hd, w2, DOT_PRECISION, SPLIT_K) + b_hn[None, :]
         r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
         tl.store(saved_ptr + sv_offs, r, mask=mask)
         tl.store(saved_ptr + sv_offs + H, z, mask=mask)

@@ -94,7 +94,7 @@ def recurrent_forward_kernel(
         sv_offs = row[:, None] * (S * H) + offs_h[None, :]
         hd = h.to(w0.dtype)  # the dot runs in the weights' dtype, accumulates in fp32
         h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
-                                H, CELL, DOT_PRECISION)
+                                H, CELL, DOT_PRECISION, False)
         h = tl.where(active, h_new, h)
         out = tl.where(active, h_new, 0.0)
         tl.store(out_ptr + row[:, None] * H + offs_h[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)

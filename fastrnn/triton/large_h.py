@@ -143,7 +143,19 @@ def sliced_forward_kernel(
                                                                                           BLOCK_HS)
 
     # W_g[slice, :]^T as (BLOCK_H, BLOCK_HS) per gate: gates of the owned units from all of h.
+    # On tensor cores (16-bit, TF32) cut along K into KS chunks of KC (cell_step.recurrent_dot):
+    # one per warp (KS = 8 = num_warps at the sizes that use 8 warps), each at least 16 deep (the
+    # dot's minimum). The fp32 FMA dot keeps the 2-D form (split, it spills: 3 KB at H=1024).
+    SPLIT_K: tl.constexpr = DOT_PRECISION == "tf32"
+    KS: tl.constexpr = BLOCK_H // 16 if BLOCK_H // 16 < 8 else 8
+    KC: tl.constexpr = BLOCK_H // KS
     w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, True, WIDEN_WEIGHTS)
+    if SPLIT_K:
+        w0 = tl.reshape(w0, (KS, KC, BLOCK_HS))
+        w1 = tl.reshape(w1, (KS, KC, BLOCK_HS))
+        w2 = tl.reshape(w2, (KS, KC, BLOCK_HS))
+        w3 = tl.reshape(w3, (KS, KC, BLOCK_HS))
+    k3 = tl.arange(0, KS)[:, None, None] * KC + tl.arange(0, KC)[None, None, :]  # (KS, 1, KC): unit k of h
     b_hn = tl.full((BLOCK_HS,), 0.0, tl.float32)
     if CELL == 3:
         b_hn = tl.load(bhn_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)
@@ -161,19 +173,23 @@ def sliced_forward_kernel(
         # A program may own several batch tiles (when P * tiles > SMs): their c lives in cbuf.
         for tile in range(pid_g, num_tiles * ok, groups):
             offs_b, mask_b, mask_full, mask, own_offs = slice_tile(tile, B, H, BLOCK_B, mask_k, offs_j, mask_j)
-            full_offs = offs_b[:, None] * H + offs_k[None, :]
             lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
             active = (t < lengths)[:, None]
             row = t * B + offs_b
             gx_offs = row[:, None] * (G * H) + offs_j[None, :]
             sv_offs = row[:, None] * (S * H) + offs_j[None, :]
             h = tl.load(hbuf_ptr + cur + own_offs, mask=mask, other=0.0)  # own slice, fp32
-            hd = tl.load(hdot_ptr + cur + full_offs, mask=mask_full, other=0.0, cache_modifier=".cg").to(w0.dtype)
+            if SPLIT_K:  # (KS, BLOCK_B, KC)
+                hd = tl.load(hdot_ptr + cur + offs_b[None, :, None] * H + k3, mask=mask_b[None, :, None] & (k3 < H),
+                             other=0.0, cache_modifier=".cg").to(w0.dtype)
+            else:  # (BLOCK_B, BLOCK_H)
+                hd = tl.load(hdot_ptr + cur + offs_b[:, None] * H + offs_k[None, :], mask=mask_full, other=0.0,
+                             cache_modifier=".cg").to(w0.dtype)
             c = h  # a placeholder; the LSTM reads its c from cbuf
             if CELL == 2:
                 c = tl.load(cbuf_ptr + own_offs, mask=mask, other=0.0)
             h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
-                                    H, CELL, DOT_PRECISION)
+                                    H, CELL, DOT_PRECISION, SPLIT_K)
             if CELL == 2:
                 tl.store(cbuf_ptr + own_offs, c, mask=mask)
             h_next = tl.where(active, h_new, h)

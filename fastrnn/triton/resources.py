@@ -32,8 +32,8 @@ _NUM_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}
 
 
-def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, arch: int = 90):
-    """Compile one kernel for sm_``arch``; -> dict(regs, stack, smem, seconds)."""
+def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, arch: int = 90, num_warps=None):
+    """Compile one kernel for sm_``arch``; -> dict(regs, stack, smem, seconds, num_warps)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -65,7 +65,8 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
     # same attributes, or the numbers are not the launched kernel's.
     attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
              for name, ty in signature.items() if ty.startswith("*")}
-    num_warps = 4 if (block_h if block_hs is None else block_h * block_hs // 64) <= 64 else 8
+    if num_warps is None:
+        num_warps = 4 if (block_h if block_hs is None else block_h * block_hs // 64) <= 64 else 8
     start = time.time()
     compiled = triton_compile(
         ASTSource(kernel, signature, consts, attrs), target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
