@@ -12,9 +12,10 @@
 //   full       the real kernel
 //   no_prefetch / no_staging / no_product   the kernel with that part dropped (layout.cuh
 //              kVariant*: results wrong, time informative)
-// The sweep times `empty` and `full` of the target shape with the blocks capped at 32, 48, 64,
-// 96 (more units per block, fewer blocks reading the exchanged h / dgates through L2): the data
-// that picks the units per block of each direction (bench/cuda_expectations.md).
+// The sweep times `empty` and `full` of the target shape on exactly 32, 48, 64, 96 and 132 (or
+// the SM count) blocks (plan_for_blocks: more units per block, fewer blocks reading the
+// exchanged h / dgates through L2): the data that checks the units per block of each direction
+// (layout.cuh kPreferredBlocks*, bench/cuda_expectations.md).
 // It prints us per step for each, forward and backward. One JSON object per line goes to the
 // file named on the command line (appended as it goes), with "max_blocks" (0: no cap).
 #include <cuda_runtime.h>
@@ -114,9 +115,11 @@ void time_shape(const char* name, int64_t T, int64_t B, int64_t H, int max_block
   CHECK_CUDA(cudaGetDevice(&device));
   CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const int blocks = max_blocks > 0 ? std::min(max_blocks, sms) : sms;
-  const fastrnn::Plan fplan = fastrnn::make_plan(G, 2, H, B, blocks, smem, false);
-  const fastrnn::Plan bplan = fastrnn::make_plan(G, 2, H, B, blocks, smem, true);
+  // The launcher's plan (make_plan: the preferred blocks per direction), or exactly max_blocks.
+  const fastrnn::Plan fplan = max_blocks > 0 ? fastrnn::plan_for_blocks(G, 2, H, B, std::min(max_blocks, sms), smem, false)
+                                             : fastrnn::make_plan(G, 2, H, B, sms, smem, false);
+  const fastrnn::Plan bplan = max_blocks > 0 ? fastrnn::plan_for_blocks(G, 2, H, B, std::min(max_blocks, sms), smem, true)
+                                             : fastrnn::make_plan(G, 2, H, B, sms, smem, true);
   if (fplan.blocks == 0 || bplan.blocks == 0) {
     std::printf("%s H=%ld: does not fit\n", name, long(H));
     return;
@@ -220,7 +223,7 @@ int main(int argc, char** argv) {
   if (argc > 1) results = std::fopen(argv[1], "a");
   time_shape<fastrnn::LstmCell>("lstm", 1024, 16, 768);
   time_shape<fastrnn::LstmCell>("lstm", 1024, 256, 1024);
-  for (int cap : {32, 48, 64, 96}) time_shape<fastrnn::LstmCell>("lstm", 1024, 16, 768, cap, false);
+  for (int cap : {32, 48, 64, 96, 132}) time_shape<fastrnn::LstmCell>("lstm", 1024, 16, 768, cap, false);
   time_shape<fastrnn::GruCell>("gru", 1024, 16, 768);
   time_shape<fastrnn::ElmanTanhCell>("rnn_tanh", 1024, 16, 768);
   if (results != nullptr) std::fclose(results);

@@ -126,16 +126,16 @@ struct Plan {
   int64_t smem = 0;     // dynamic shared memory bytes per block
 };
 
-// The launch plan: as many blocks as SMs allow (at most one per hidden unit), so each holds the
-// smallest slice; then the fewest passes over the batch the shared memory allows (the largest
-// batch tile that fits `smem_per_block` bytes), and of the tiles that give that many passes the
-// smallest (balanced: B=100 with room for 64 rows runs two passes of 50, not 64 + 36).
-// Returns blocks == 0 when even BT = 1 does not fit.
-inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, int num_sms, int64_t smem_per_block,
-                      bool backward) {
+// The plan for at most `max_blocks` blocks: as many blocks as that allows (at most one per hidden
+// unit), so each holds the smallest slice; then the fewest passes over the batch the shared
+// memory allows (the largest batch tile that fits `smem_per_block` bytes), and of the tiles that
+// give that many passes the smallest (balanced: B=100 with room for 64 rows runs two passes of
+// 50, not 64 + 36). Returns blocks == 0 when even BT = 1 does not fit.
+inline Plan plan_for_blocks(int gates, int itemsize, int64_t hidden, int64_t batch, int max_blocks,
+                            int64_t smem_per_block, bool backward) {
   Plan plan;
-  if (hidden <= 0 || num_sms <= 0) return plan;
-  const int64_t blocks = hidden < num_sms ? hidden : num_sms;
+  if (hidden <= 0 || max_blocks <= 0) return plan;
+  const int64_t blocks = hidden < max_blocks ? hidden : max_blocks;
   const int64_t units = ceil_div(hidden, blocks);
   const int64_t used_blocks = ceil_div(hidden, units);  // no block without units
   const int64_t max_tile = batch < kMaxBatchTile ? (batch > 0 ? batch : 1) : kMaxBatchTile;
@@ -152,6 +152,29 @@ inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, in
     }
   }
   return plan;
+}
+
+// Blocks each direction prefers (units per block as a choice per direction). Every block reads
+// all of the exchanged h (forward, B*H values) or dgates (backward, B*G*H) through L2 each
+// step, so the L2 traffic of a step is blocks x that; fewer, wider blocks cut it at the cost of
+// more product work per block. The cost model (bench/cuda_expectations.md) puts the target
+// shape's optimum near 64 blocks of 12 units forward and 48 of 16 backward; the GPU check's
+// block-count sweep (bench/kernel_timing.cu) measures it. fastrnn/cuda/capacity.py restates them.
+constexpr int kPreferredBlocksForward = 64;
+constexpr int kPreferredBlocksBackward = 48;
+
+// The launch plan on a GPU with `num_sms` SMs: the direction's preferred block count where that
+// keeps the batch in as few passes as the whole GPU would (so the largest hidden size and the
+// one-pass steps are unchanged), else one block per SM (plan_for_blocks).
+inline Plan make_plan(int gates, int itemsize, int64_t hidden, int64_t batch, int num_sms, int64_t smem_per_block,
+                      bool backward) {
+  const Plan wide = plan_for_blocks(gates, itemsize, hidden, batch, num_sms, smem_per_block, backward);
+  const int preferred = backward ? kPreferredBlocksBackward : kPreferredBlocksForward;
+  if (wide.blocks == 0 || preferred >= num_sms) return wide;
+  const Plan narrow = plan_for_blocks(gates, itemsize, hidden, batch, preferred, smem_per_block, backward);
+  const int64_t rows = batch > 0 ? batch : 1;
+  const bool as_few_passes = narrow.blocks > 0 && ceil_div(rows, narrow.batch_tile) <= ceil_div(rows, wide.batch_tile);
+  return as_few_passes ? narrow : wide;
 }
 
 }  // namespace fastrnn

@@ -26,7 +26,7 @@ from fastrnn.backends import LayerProblem, get_backend, registered_backends
 from fastrnn.cells import CELLS
 from fastrnn.cuda import backend as cuda_backend
 from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
-from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan
+from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan, plan_for_blocks
 from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
 
@@ -146,10 +146,20 @@ def test_capacity_table_h100():
     assert [capacity(g, 2) for g in (1, 3, 4)] == [3728, 2112, 1848]
     # LSTM bf16 H=1024 backward, worked through in the docstring.
     assert plan(4, 2, 1024, 16, H100_SMS, H100_SMEM_PER_BLOCK, True) == (128, 8, 16, 205_184)
-    # LSTM bf16 H=768 forward (the target shape): U=6, M=24 rows, ld=776, 2 row tiles,
-    # the whole batch of 16 in one pass.
+    # LSTM bf16 H=768 (the target shape), the whole batch of 16 in one pass. Forward: the
+    # preferred 64 blocks of U=12 (M=48 rows, ld=776, 3 row tiles); backward: 48 blocks of U=16
+    # (M=16, K=3072, ld=3080). With one block per SM (128 of U=6) it is one pass too.
     assert plan(4, 2, 768, 16, H100_SMS, H100_SMEM_PER_BLOCK, False) == (
+        64, 12, 16, 48 * 776 * 2 + 16 * 776 * 2 + 8 * 3 * 16 * 16 * 4)
+    assert plan(4, 2, 768, 16, H100_SMS, H100_SMEM_PER_BLOCK, True) == (
+        48, 16, 16, 16 * 3080 * 2 + 16 * 3080 * 2 + 8 * 1 * 16 * 16 * 4)
+    assert plan_for_blocks(4, 2, 768, 16, H100_SMS, H100_SMEM_PER_BLOCK, False) == (
         128, 6, 16, 24 * 776 * 2 + 16 * 776 * 2 + 8 * 2 * 16 * 16 * 4)
+    # Fewer blocks only where they keep the number of passes: B=64 backward takes 4 passes of 16
+    # on 48 blocks but 3 of 22 on 128, so it runs on 128; B=256 forward, 4 passes of 64 on 128.
+    assert plan_for_blocks(4, 2, 768, 64, 48, H100_SMEM_PER_BLOCK, True)[:3] == (48, 16, 16)
+    assert plan(4, 2, 768, 64, H100_SMS, H100_SMEM_PER_BLOCK, True)[:3] == (128, 6, 22)
+    assert plan(4, 2, 768, 256, H100_SMS, H100_SMEM_PER_BLOCK, False)[:3] == (128, 6, 64)
     # B=256: 64 rows per pass at most.
     assert plan(4, 2, 768, 256, H100_SMS, H100_SMEM_PER_BLOCK, False).batch_tile == 64
     # Balanced passes: B=100 runs two passes of 50 rows, not 64 + 36; B=130, three of 44.

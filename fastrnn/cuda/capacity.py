@@ -1,7 +1,10 @@
 """How large a hidden size the CUDA backend takes: the one place, used by ``backend.unsupported``.
 
 The persistent kernels (kernels/forward.cuh, kernels/backward.cuh) split the hidden units over
-P = min(H, SMs) blocks, one block per SM, all resident at once (cooperative launch). Block p owns
+P blocks, one block per SM, all resident at once (cooperative launch): P = min(H, 64) forward and
+min(H, 48) backward (``PREFERRED_BLOCKS``) where that keeps the batch in as few passes over it as
+P = min(H, SMs) does, else P = min(H, SMs); the largest hidden size is that of P = min(H, SMs).
+Block p owns
 U = ceil(H / P) units with all G of their gates (G = 1 Elman, 3 GRU, 4 LSTM) and keeps their
 W_hh slice in shared memory for all T steps. Each step it computes C (M x BT) = A (M x K) . B^T
 (kernels/block_product.cuh) with
@@ -68,11 +71,17 @@ def smem_bytes(gates: int, itemsize: int, hidden: int, units: int, batch_tile: i
     return _align(rows * ld * itemsize, 16) + _align(batch_tile * ld * itemsize, 16) + WARPS * m_tiles * TILE_M * partial_ld * 4
 
 
-def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_per_block: int, backward: bool) -> Plan:
-    """Python twin of ``fastrnn::make_plan`` in kernels/layout.cuh."""
-    if hidden <= 0 or num_sms <= 0:
+# kPreferredBlocksForward / kPreferredBlocksBackward in kernels/layout.cuh: units per block as a
+# choice per direction (fewer, wider blocks move less through L2; see the comment there).
+PREFERRED_BLOCKS = {False: 64, True: 48}
+
+
+def plan_for_blocks(gates: int, itemsize: int, hidden: int, batch: int, max_blocks: int, smem_per_block: int,
+                    backward: bool) -> Plan:
+    """Python twin of ``fastrnn::plan_for_blocks`` in kernels/layout.cuh."""
+    if hidden <= 0 or max_blocks <= 0:
         return Plan(0, 0, 0, 0)
-    blocks = min(hidden, num_sms)
+    blocks = min(hidden, max_blocks)
     units = -(-hidden // blocks)
     used = -(-hidden // units)
     for tile in range(min(max(batch, 1), MAX_BATCH_TILE), 0, -1):
@@ -82,6 +91,20 @@ def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_
             tile = -(-rows // -(-rows // tile))  # balanced: ceil(B / passes)
             return Plan(used, units, tile, smem_bytes(gates, itemsize, hidden, units, tile, backward))
     return Plan(0, 0, 0, 0)
+
+
+def plan(gates: int, itemsize: int, hidden: int, batch: int, num_sms: int, smem_per_block: int, backward: bool) -> Plan:
+    """Python twin of ``fastrnn::make_plan`` in kernels/layout.cuh: the direction's preferred block
+    count where it keeps the batch in as few passes as one block per SM would, else one per SM."""
+    wide = plan_for_blocks(gates, itemsize, hidden, batch, num_sms, smem_per_block, backward)
+    preferred = PREFERRED_BLOCKS[bool(backward)]
+    if wide.blocks == 0 or preferred >= num_sms:
+        return wide
+    narrow = plan_for_blocks(gates, itemsize, hidden, batch, preferred, smem_per_block, backward)
+    rows = max(batch, 1)
+    if narrow.blocks > 0 and -(-rows // narrow.batch_tile) <= -(-rows // wide.batch_tile):
+        return narrow
+    return wide
 
 
 def fits(gates: int, itemsize: int, hidden: int, num_sms: int = H100_SMS, smem_per_block: int = H100_SMEM_PER_BLOCK) -> bool:
