@@ -96,3 +96,24 @@ def test_missing_build_is_an_error_not_a_pass(tmp_path, capsys):
         pytest.skip("no cuobjdump")
     assert kr.main([str(tmp_path / "absent")]) == 2
     assert "not built" in capsys.readouterr().err
+
+
+def test_triton_check_fails_on_new_or_larger_spills(monkeypatch, capsys):
+    """--triton: a kernel may spill only as listed in KNOWN_TRITON_SPILLS (at most those bytes);
+    a new spill, a larger one, or an unreadable record fails (fed records, no compile here)."""
+    from fastrnn.triton import resources
+
+    known = next(iter(kr.KNOWN_TRITON_SPILLS))
+    limit = kr.KNOWN_TRITON_SPILLS[known]
+
+    def record(key, stack):
+        return dict(zip(("kernel", "cell", "dtype", "hidden"), key), stack=stack, text=f"{key} stack={stack}")
+
+    clean = ("sliced_forward_kernel", "lstm", "bfloat16", 1024)
+    for records, want in (([record(known, limit), record(clean, 0)], 0),
+                          ([record(known, limit + 8)], 1),
+                          ([record(clean, 8)], 1),
+                          ([record(clean, None)], 1)):
+        monkeypatch.setattr(resources, "run", lambda configs, arch=90, r=records: iter(r))
+        assert kr.triton_spills() == want, records
+    assert "KNOWN" in capsys.readouterr().out

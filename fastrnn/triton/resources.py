@@ -98,8 +98,8 @@ AT_CAPACITY = [  # (regime, cell, dtype, hidden): the largest sizes capacity.py 
 
 def run(configs, arch: int = 90):
     """Compiles both kernels of each (regime, cell, dtype, hidden) in ``configs`` for sm_``arch``;
-    yields per kernel a dict: the ``compile_kernel`` record plus ``fits`` (shared memory within a
-    block's limit) and ``text`` (one printable line)."""
+    yields per kernel a dict: the ``compile_kernel`` record plus ``kernel``, ``cell``, ``dtype``,
+    ``hidden``, ``fits`` (shared memory within a block's limit) and ``text`` (one printable line)."""
     from .backward import recurrent_backward_kernel
     from .forward import recurrent_forward_kernel
     from .large_h import sliced_backward_kernel, sliced_forward_kernel
@@ -109,6 +109,7 @@ def run(configs, arch: int = 90):
     for regime, cell, dtype, hidden in configs:
         for kernel in kernels[regime]:
             r = compile_kernel(kernel, cell, dtype, hidden, 16 if regime == "large" else None, arch)
+            r.update(kernel=kernel.fn.__name__, cell=cell, dtype=dtype, hidden=hidden)
             r["fits"] = r["smem"] <= H100_SMEM_PER_BLOCK
             r["text"] = (f"{kernel.fn.__name__:26s} {cell:8s} {dtype:8s} H={hidden:<5d} warps={r['num_warps']} "
                          f"regs={r['regs']} spill_stack={r['stack']}B smem={r['smem'] / 1024:.0f}KB"
