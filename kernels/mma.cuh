@@ -69,6 +69,25 @@ __device__ __forceinline__ void mma_16x8x16(float (&d)[4], const uint32_t (&a)[4
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8x8 matrices of 16-bit elements from shared
+// memory, warp-wide. Lane 8*i + r gives the address of row r of matrix i (16 contiguous bytes,
+// 16-byte aligned); every lane receives, for each matrix i, the pair of elements at row
+// lane / 4, columns 2 * (lane % 4) and + 1 in r[i] (lower column in the low half): exactly an
+// mma fragment register (see the layouts above). One instruction replaces four 32-bit shared
+// loads per lane. All 32 lanes must call it together.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if defined(FASTRNN_HOST_EMULATION)
+  fastrnn_emu::ldmatrix_x4(r, row);
+#elif defined(__CUDA_ARCH__)
+  const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  (void)r, (void)row;
+#endif
+}
+
 __device__ __forceinline__ uint32_t to_tf32(float x) {
 #if defined(FASTRNN_HOST_EMULATION)
   return fastrnn_emu::to_tf32(x);

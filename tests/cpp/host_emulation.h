@@ -4,7 +4,7 @@
 // -pthread, CUDA's include folder on the path for cuda_fp16.h / cuda_bf16.h).
 //
 // Emulated: threadIdx / blockIdx / blockDim / gridDim, __syncthreads() (a barrier per block),
-// mma.sync m16n8k16 and m16n8k8.tf32 (fastrnn_emu::mma_*: the lanes of a warp exchange their fragments
+// mma.sync m16n8k16 and m16n8k8.tf32 and ldmatrix.x4 (fastrnn_emu::mma_*, ldmatrix_x4: the lanes of a warp exchange their fragments
 // through a barrier per warp, so every lane must call it, as on the GPU; the fragment layout is
 // the PTX ISA's, restated in kernels/mma.cuh), __ldcg (a plain load: std::barrier orders memory),
 // cooperative_groups::this_grid().sync() (a barrier over all threads), prefetch.global.L2 (the
@@ -47,6 +47,7 @@ namespace fastrnn_emu {
 struct Warp {
   uint32_t a[32][4];  // each lane's mma fragments
   uint32_t b[32][2];
+  const void* rows[32];  // each lane's ldmatrix row address
   std::barrier<> barrier{32};
 };
 
@@ -163,6 +164,20 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
     for (int k = 0; k < 16; ++k) acc += am[row][k] * bm[k][col];
     d[i] = acc;
   }
+}
+
+// ldmatrix .x4 (kernels/mma.cuh) for the calling warp: lane 8*i + r names row r of matrix i;
+// each lane gets row lane / 4, columns 2 * (lane % 4) and + 1 of every matrix.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  auto& warp = *current_block->warps[threadIdx.x / 32];
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  warp.rows[lane] = row;
+  warp.barrier.arrive_and_wait();
+  for (int i = 0; i < 4; ++i) {
+    const auto* src = static_cast<const unsigned char*>(warp.rows[8 * i + lane / 4]);
+    std::memcpy(&r[i], src + 4 * (lane % 4), 4);
+  }
+  warp.barrier.arrive_and_wait();  // every lane has read the addresses before they are reused
 }
 
 // fp32 -> TF32 bits as cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away.
