@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import backends, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..functional import rnn_layer
+from ..functional import layer
 from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
 
@@ -295,7 +295,7 @@ class RNNBase(nn.Module):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
-                out, h, c = rnn_layer(
+                out, h, c = layer(
                     self.cell,
                     x,
                     h0[k],
@@ -308,6 +308,7 @@ class RNNBase(nn.Module):
                     lengths=lengths,
                     reverse=direction == 1,
                     backend=self.backend,
+                    lengths_in_range=True,  # from the PackedSequence, checked by check_packed
                 )
                 outputs.append(out)
                 h_finals.append(h)
