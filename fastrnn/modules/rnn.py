@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import backends, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..functional import layer
+from ..functional import layer as run_layer
 from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
 from .state_checks import StateError, check_module_state, weight_names, weight_shapes
@@ -286,7 +286,7 @@ class RNNBase(nn.Module):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
-                out, h, c = layer(
+                out, h, c = run_layer(
                     self.cell,
                     x,
                     h0[k],
