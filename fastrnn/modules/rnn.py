@@ -151,7 +151,7 @@ class RNNBase(nn.Module):
             run_module = backends.get_backend(choice.backend).run_module
             if run_module is not None:  # the whole stack in one call (torch's own kernels)
                 return run_module(self, input, hx, batched)
-        x, lengths, packed = self._time_major_input(input, batched)
+        x, lengths, packed = self._time_major_input(input, batched, hx)
         h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
         out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
         if packed is not None:
@@ -200,10 +200,11 @@ class RNNBase(nn.Module):
         self._check_input(input, expected_dim=input.dim())
         return input.dim() == 3
 
-    def _time_major_input(self, input, batched: bool):
+    def _time_major_input(self, input, batched: bool, hx=None):
         """-> (x (T, B, I), lengths or None, PackedSequence or None)."""
         if isinstance(input, PackedSequence):
-            x, lengths = packed_to_padded(input)
+            state = hx[0] if isinstance(hx, (tuple, list)) and hx else hx  # h_0: its batch is B
+            x, lengths = packed_to_padded(input, state if isinstance(state, Tensor) and state.dim() == 3 else None)
             return x, lengths, input
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         if self.batch_first:
