@@ -25,7 +25,6 @@ bidirectional module else 1, per layer l and direction:
 from __future__ import annotations
 
 import numbers
-from functools import lru_cache
 from typing import Dict, List, Tuple
 
 from torch import Tensor
@@ -168,32 +167,39 @@ def check_cell_state(module) -> None:
     _check_parameters(module, expected)
 
 
-@lru_cache(maxsize=256)
-def _flat_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size) -> tuple:
-    shapes = weight_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size)
-    return tuple(shape for per_direction in shapes for shape in per_direction.values())
+_FLAT_SHAPES: Dict[tuple, list] = {}  # module sizes -> the shapes of its _flat_weights (a few entries)
+
+
+def _flat_shapes(module, count: int) -> list:
+    key = (module.mode, module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
+           module.bias, module.proj_size)
+    shapes = _FLAT_SHAPES.get(key)
+    if shapes is None:
+        # The count first: nothing is built from sizes the weights do not bear out.
+        kinds = 2 + 2 * bool(module.bias) + (module.proj_size > 0)
+        if count != module.num_layers * (2 if module.bidirectional else 1) * kinds:
+            raise ValueError(f"{count} weights for num_layers={module.num_layers}, "
+                             f"bidirectional={module.bidirectional}, bias={module.bias}, proj_size={module.proj_size}")
+        shapes = [shape for per_direction in weight_shapes(*key) for shape in per_direction.values()]
+        if len(_FLAT_SHAPES) < 1024:
+            _FLAT_SHAPES[key] = shapes
+    return shapes
 
 
 def check_weights(module, weights) -> None:
     """Before torch's kernel reads ``weights`` (the module's ``_flat_weights``): their shapes are
     the ones the module's attributes imply (attributes may have been changed after load)."""
     try:
-        # The count first: nothing is built from sizes the weights do not bear out.
-        kinds = 2 + 2 * bool(module.bias) + (module.proj_size > 0)
-        if len(weights) != module.num_layers * (2 if module.bidirectional else 1) * kinds:
-            raise ValueError(f"{len(weights)} weights for num_layers={module.num_layers}, "
-                             f"bidirectional={module.bidirectional}, bias={module.bias}, proj_size={module.proj_size}")
-        want = _flat_shapes(module.mode, module.input_size, module.hidden_size, module.num_layers,
-                            module.bidirectional, module.bias, module.proj_size)
+        want = _flat_shapes(module, len(weights))
     except (TypeError, ValueError) as e:  # a count that does not match; unhashable or unknown values
         raise StateError(f"{type(module).__name__}: its attributes do not describe its weights: {e}") from None
-    if any(tuple(w.shape) != s for w, s in zip(weights, want)):
+    if [w.shape for w in weights] != want:  # torch.Size equals the tuple of its sizes
         got = [tuple(w.shape) for w in weights]
         raise StateError(
             f"{type(module).__name__}: weights of shapes {got} do not match the module's sizes "
             f"(input_size={module.input_size}, hidden_size={module.hidden_size}, num_layers={module.num_layers}, "
             f"proj_size={module.proj_size}, bias={module.bias}, bidirectional={module.bidirectional}), which "
-            f"need {list(want)}"
+            f"need {want}"
         )
 
 
