@@ -111,7 +111,7 @@ def check_lengths(lengths, seq_len: int, batch: int, device: torch.device, *, va
         raise RuntimeError(f"lengths must be on the CPU or on x's device {device}, got {lengths.device}")
     if not values or batch == 0 or lengths.device.type == "meta":
         return
-    low, high = (int(v) for v in torch.aminmax(lengths))
+    low, high = torch.stack(torch.aminmax(lengths)).tolist()  # one read from the device
     if low < 0 or high > seq_len:
         raise ValueError(
             f"lengths must lie in 0..{seq_len} (the sequence length T of x), got values from {low} to {high}"
