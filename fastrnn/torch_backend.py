@@ -36,7 +36,6 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .backends import Backend, BackendError, LayerProblem, register_backend
 from .cells import Cell
 from .functional import _autocast_dtype, _cast
-from .modules.state_checks import check_weights
 
 # Device types on which torch's recurrent layers run cuDNN, with its limits. Tests add "cpu" to
 # simulate a GPU: every decision below is a function of the problem and this set.
@@ -132,7 +131,6 @@ def run_module(module, input, hx, batched: bool):
         h0 = h0.index_select(1, input.sorted_indices)
         c0 = c0.index_select(1, input.sorted_indices) if c0 is not None else None
     weights = module._flat_weights
-    check_weights(module, weights)  # torch's CPU kernel reads them with the module's sizes, unchecked
     lstm = module.cell.has_cell_state
 
     dtype = _autocast_dtype(data)

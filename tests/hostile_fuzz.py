@@ -8,6 +8,8 @@ Two kinds of case, each from a seed:
   or added), saved with ``torch.save`` and loaded with ``torch.load(weights_only=True)``;
   when the load succeeds, a forward on backend ``auto`` (torch's unchecked CPU kernel) and on
   ``reference`` must agree, else both must raise.
+- ``live``: the same breakage done to a live module by code (no pickle): its forward on ``auto``
+  and on ``reference`` agree or both raise.
 - ``operator``: ``torch.ops.fastrnn.rnn_layer`` with valid arguments of which one or two are
   broken (a size off by one, a dtype, the ``meta`` device, a missing bias, lengths outside 0..T,
   a bad cell or backend string). When it returns, its results must equal the float64 reference
@@ -138,14 +140,38 @@ def checkpoint_case(seed: int) -> str:
         return "refused at load"
     assert type(loaded) is type(module), type(loaded)
     del good
-    return _forward_agrees(loaded, kind, rng, torch)
+    return _forward_agrees(loaded, kind, _input(loaded, kind, torch), torch)
 
 
-def _forward_agrees(module, kind, rng, torch):
-    """A loaded module: auto (torch's kernel on the CPU) and the reference agree, or both raise."""
-    dtype = module.weight_ih if kind.endswith("Cell") else module.weight_ih_l0
-    dtype = dtype.dtype
-    x = torch.randn((3, module.input_size) if kind.endswith("Cell") else (4, 3, module.input_size), dtype=dtype)
+def live_case(seed: int) -> str:
+    """The same breakage on a live module (code setting attributes or parameters), no pickle:
+    the forward must raise on both backends or agree."""
+    import torch
+    import fastrnn
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    module, kind = _module(rng, fastrnn, torch)
+    _break_state(rng, module, torch)
+    try:
+        x = _input(module, kind, torch)
+    except Exception:
+        return "no input fits"  # e.g. input_size is no longer a size
+    # Code can set what no load would accept (training=2, bias=None): a backend may refuse what
+    # another runs; what must not happen is a crash, or two answers that differ.
+    return _forward_agrees(module, kind, x, torch, both_or_neither=False)
+
+
+def _input(module, kind, torch):
+    weight = module.weight_ih if kind.endswith("Cell") else module.weight_ih_l0
+    shape = (3, module.input_size) if kind.endswith("Cell") else (4, 3, module.input_size)
+    return torch.randn(shape, dtype=weight.dtype)
+
+
+def _forward_agrees(module, kind, x, torch, both_or_neither=True):
+    """auto (torch's kernel on the CPU) and the reference agree, or both raise (or, without
+    ``both_or_neither``, either raises)."""
+    dtype = x.dtype
     results = {}
     for backend in ("auto", "reference"):
         with fastrnn_backend(backend):
@@ -157,8 +183,10 @@ def _forward_agrees(module, kind, rng, torch):
         results[backend] = [t.detach().double() for t in _flat(out)]
     a, b = results["auto"], results["reference"]
     if isinstance(a, type) or isinstance(b, type):
-        assert isinstance(a, type) and isinstance(b, type), f"one backend ran, the other raised: {a} vs {b}"
-        return "refused at forward"
+        if isinstance(a, type) and isinstance(b, type):
+            return "refused at forward"
+        assert not both_or_neither, f"one backend ran, the other raised: {a} vs {b}"
+        return "refused at forward by one backend"
     assert len(a) == len(b)
     for u, v in zip(a, b):
         assert u.shape == v.shape, (u.shape, v.shape)
@@ -277,13 +305,13 @@ def _like(t, shape, torch):
 # ------------------------------------------------------------------------------ running them
 
 
-CASES = {"checkpoint": checkpoint_case, "operator": operator_case}
+CASES = {"checkpoint": checkpoint_case, "operator": operator_case, "live": live_case}
 
 
 def _child(first: int, count: int) -> None:
     """Run seeds first..first+count-1, alternating kinds; report each before it runs."""
     for seed in range(first, first + count):
-        kind = "checkpoint" if seed % 2 == 0 else "operator"
+        kind = ("checkpoint", "operator", "live")[seed % 3]
         print(f"start {kind} {seed}", flush=True)
         outcome = CASES[kind](seed)
         print(f"done {kind} {seed} {outcome}", flush=True)

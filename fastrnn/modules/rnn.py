@@ -30,7 +30,7 @@ from ..cells import cell_of
 from ..functional import layer as run_layer
 from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
-from .state_checks import StateError, check_module_state, weight_names, weight_shapes
+from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
 
 
 class RNNBase(nn.Module):
@@ -147,6 +147,10 @@ class RNNBase(nn.Module):
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
         if not ops.use_op():  # a tracer sees one operator per layer-direction instead (ops.py)
+            # The weights against the sizes, on every backend: torch's CPU kernel (run_module)
+            # checks none, and the others would run on weights the sizes do not describe.
+            # (Traced, each layer's operator checks its weights against x and the state.)
+            check_weights(self, self._flat_weights)
             choice = backends.explain(self._problem(input, batched), self.backend)
             run_module = backends.get_backend(choice.backend).run_module
             if run_module is not None:  # the whole stack in one call (torch's own kernels)

@@ -11,9 +11,9 @@ So:
   (``__setstate__``): every attribute has its type and range, and every parameter the
   attributes name exists with the shape they imply. The work is bounded by the file: counts
   are compared with the lists the file holds before anything is built from them.
-- :func:`check_weights` runs before the ``torch`` backend's one call per forward: the
-  weights' shapes against the attributes, from a cached table of expected shapes (a dict
-  lookup and one shape comparison per weight).
+- :func:`check_weights` runs at the start of every (untraced) forward of RNN/LSTM/GRU, whatever
+  the backend: the weights' shapes against the attributes, from a cached table of expected
+  shapes (a dict lookup and one list comparison).
 
 Shapes, with G the cell's gate count, H the hidden size, H_out = proj_size or H, D = 2 for a
 bidirectional module else 1, per layer l and direction:
@@ -187,8 +187,8 @@ def _flat_shapes(module, count: int) -> list:
 
 
 def check_weights(module, weights) -> None:
-    """Before torch's kernel reads ``weights`` (the module's ``_flat_weights``): their shapes are
-    the ones the module's attributes imply (attributes may have been changed after load)."""
+    """Before a backend reads ``weights`` (the module's ``_flat_weights``): their shapes are the
+    ones the module's attributes imply (attributes may have been changed after load)."""
     try:
         want = _flat_shapes(module, len(weights))
     except (TypeError, ValueError) as e:  # a count that does not match; unhashable or unknown values
