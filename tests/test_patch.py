@@ -1,6 +1,8 @@
 """fastrnn.patch(): torch.nn's recurrent classes, their subclasses and isinstance-checking
 wrappers run fastrnn's forward (its backend dispatch) with unchanged outputs and gradients."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -177,6 +179,82 @@ def test_torch_compile_of_a_patched_model():
         compiled = torch.compile(model, backend="eager")
         assert_close(compiled(x)[0], expected)
     torch._dynamo.reset()
+
+
+def _compiled_with_graph_breaks(fn, *args):
+    """(output of torch.compile(fn)(*args), number of graph breaks Dynamo counted)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        out = torch.compile(fn, backend="eager")(*args)
+        return out, sum(counters["graph_break"].values())
+    finally:
+        torch._dynamo.reset()
+
+
+def _lstm_as_argument(x, lstm):  # sb3-contrib passes its LSTM to a static method like this
+    return lstm(x)[0].relu()
+
+
+class _BreakThenLSTM(nn.Module):
+    """A model with its own graph break before the LSTM (as asteroid's): Dynamo meets the LSTM
+    as a module attribute in a new frame."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, dtype=D)
+
+    def forward(self, x):
+        x = x * 2
+        torch._dynamo.graph_break()
+        return self.lstm(x)[0].relu()
+
+
+@pytest.mark.parametrize("where", ["argument", "after_a_break"])
+def test_torch_compile_of_a_patched_module_has_no_rnn_graph_break(where):
+    """Issue 21 item 2: unpatched, Dynamo refuses torch.nn's LSTM wherever it meets it as an
+    object ("Attempted to wrap RNN, GRU, or LSTM"); patched, it compiles like fastrnn's own
+    modules: the same graph breaks as after fastrnn.convert (none but the model's own), same numbers."""
+    torch.manual_seed(86)
+    x = torch.randn(5, 3, 4, dtype=D)
+    if where == "argument":
+        model = nn.LSTM(4, 8, dtype=D)
+        compile_breaks = lambda m: _compiled_with_graph_breaks(_lstm_as_argument, x, m)  # noqa: E731
+        expected = _lstm_as_argument(x, model)
+    else:
+        model = _BreakThenLSTM()
+        compile_breaks = lambda m: _compiled_with_graph_breaks(m, x)  # noqa: E731
+        expected = model(x)
+    converted = fastrnn.convert(copy.deepcopy(model))
+
+    _, unpatched_breaks = compile_breaks(model)
+    _, converted_breaks = compile_breaks(converted)
+    assert unpatched_breaks > converted_breaks  # what patch() must remove
+    with fastrnn.patch():
+        out, patched_breaks = compile_breaks(model)
+    assert patched_breaks == converted_breaks
+    assert_close(out, expected.detach())
+
+
+def test_patch_restores_dynamo_allow_rnn():
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    before = config.allow_rnn
+    try:
+        for initial in (False, True):
+            config.allow_rnn = initial
+            outer = fastrnn.patch()
+            assert config.allow_rnn is True
+            with fastrnn.patch():  # nested: restored only by the last undo
+                assert config.allow_rnn is True
+            assert config.allow_rnn is True
+            outer.undo()
+            assert config.allow_rnn is initial
+    finally:
+        config.allow_rnn = before
 
 
 def test_parametrized_module_and_hooks_under_patch(reference_calls):

@@ -19,7 +19,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import backends, ops
+from .. import backends
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
@@ -85,7 +85,7 @@ class RNNCellBase(nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         run_cell = None
-        if not ops.use_op():  # a tracer sees one operator for the step instead (ops.py)
+        if not torch.compiler.is_compiling():  # compile/export: one operator for the step (ops.py)
             problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
                                    x.shape[0], 1, self.bias, False)  # a layer of one step
             run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
