@@ -181,15 +181,23 @@ def test_torch_compile_of_a_patched_model():
     torch._dynamo.reset()
 
 
-def _compiled_with_graph_breaks(fn, *args):
-    """(output of torch.compile(fn)(*args), number of graph breaks Dynamo counted)."""
+def _compile_and_count(fn, *args):
+    """(output of torch.compile(fn)(*args), graph breaks Dynamo counted, fastrnn layer operators
+    inside the graphs it captured): a layer Dynamo refuses runs eagerly, outside every graph."""
     from torch._dynamo.utils import counters
+
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
 
     torch._dynamo.reset()
     counters.clear()
     try:
-        out = torch.compile(fn, backend="eager")(*args)
-        return out, sum(counters["graph_break"].values())
+        out = torch.compile(fn, backend=recording_backend)(*args)
+        layers = sum("fastrnn" in str(node.target) for gm in graphs for node in gm.graph.nodes)
+        return out, sum(counters["graph_break"].values()), layers
     finally:
         torch._dynamo.reset()
 
@@ -215,27 +223,59 @@ class _BreakThenLSTM(nn.Module):
 @pytest.mark.parametrize("where", ["argument", "after_a_break"])
 def test_torch_compile_of_a_patched_module_has_no_rnn_graph_break(where):
     """Issue 21 item 2: unpatched, Dynamo refuses torch.nn's LSTM wherever it meets it as an
-    object ("Attempted to wrap RNN, GRU, or LSTM"); patched, it compiles like fastrnn's own
-    modules: the same graph breaks as after fastrnn.convert (none but the model's own), same numbers."""
+    object ("Attempted to wrap RNN, GRU, or LSTM": a graph break, or the frame skipped) and runs it
+    eagerly; patched, it compiles like fastrnn's own modules: the same graph breaks as after
+    fastrnn.convert (none but the model's own), the layer inside a graph, the same numbers."""
     torch.manual_seed(86)
     x = torch.randn(5, 3, 4, dtype=D)
     if where == "argument":
         model = nn.LSTM(4, 8, dtype=D)
-        compile_breaks = lambda m: _compiled_with_graph_breaks(_lstm_as_argument, x, m)  # noqa: E731
+        compile_and_count = lambda m: _compile_and_count(_lstm_as_argument, x, m)  # noqa: E731
         expected = _lstm_as_argument(x, model)
     else:
         model = _BreakThenLSTM()
-        compile_breaks = lambda m: _compiled_with_graph_breaks(m, x)  # noqa: E731
+        compile_and_count = lambda m: _compile_and_count(m, x)  # noqa: E731
         expected = model(x)
-    converted = fastrnn.convert(copy.deepcopy(model))
-
-    _, unpatched_breaks = compile_breaks(model)
-    _, converted_breaks = compile_breaks(converted)
-    assert unpatched_breaks > converted_breaks  # what patch() must remove
+    _, converted_breaks, converted_layers = compile_and_count(fastrnn.convert(copy.deepcopy(model)))
+    assert converted_layers == 1
+    _, unpatched_breaks, unpatched_layers = compile_and_count(model)
+    assert unpatched_layers == 0  # what patch() must change: the layer ran outside any graph
     with fastrnn.patch():
-        out, patched_breaks = compile_breaks(model)
-    assert patched_breaks == converted_breaks
+        out, patched_breaks, patched_layers = compile_and_count(model)
+    assert (patched_breaks, patched_layers) == (converted_breaks, converted_layers)
     assert_close(out, expected.detach())
+
+
+def _node_kinds(traced):
+    return [node.kind() for node in traced.inlined_graph.nodes()]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
+def test_jit_trace_of_a_patched_module_records_what_torch_nn_records(kind, auto_backend):
+    """Issue 21 item 3: under auto on the CPU, jit.trace of a patched module (and of fastrnn's own)
+    records torch's aten::lstm / aten::gru (cells: what aten::lstm_cell ... decomposes to), node for node as unpatched,
+    bit-identical to eager, at another length too (GluonTS's test_jit_trace compares exactly)."""
+    torch.manual_seed(87)
+    cell = kind.endswith("Cell")
+    module = getattr(nn, kind)(4, 6) if cell else getattr(nn, kind)(4, 6, num_layers=2)
+    x = torch.randn(3, 4) if cell else torch.randn(7, 3, 4)
+    unpatched = torch.jit.trace(module, (x,))
+    with fastrnn.patch():
+        patched = torch.jit.trace(module, (x,))
+    fast = fastrnn.convert(copy.deepcopy(module))
+    own = torch.jit.trace(fast, (x,))
+    assert _node_kinds(patched) == _node_kinds(unpatched)
+    assert _node_kinds(own) == _node_kinds(unpatched)
+    if not cell:  # (a cell's aten op is composite: the trace holds its parts, as torch.nn's)
+        assert f"aten::{kind.lower()}" in _node_kinds(patched)
+    other = torch.randn(5, 4) if cell else torch.randn(11, 3, 4)
+    for inputs in ((x,), (other,)):
+        expected = flat(module(*inputs))
+        for traced in (patched, own):
+            got = flat(traced(*inputs))
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                assert torch.equal(a, b)
 
 
 def test_patch_restores_dynamo_allow_rnn():

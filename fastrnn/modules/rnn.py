@@ -266,7 +266,9 @@ class RNNBase(nn.Module):
         c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         lstm = self.cell.has_cell_state
         if hx is None:
-            return x.new_zeros(h_shape), (x.new_zeros(c_shape) if lstm else None)
+            # torch.zeros as torch.nn writes it: jit.trace then records torch.nn's very nodes
+            zeros = dict(dtype=x.dtype, device=x.device)
+            return torch.zeros(h_shape, **zeros), (torch.zeros(c_shape, **zeros) if lstm else None)
         if lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")

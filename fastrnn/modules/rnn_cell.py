@@ -93,7 +93,8 @@ class RNNCellBase(nn.Module):
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
             if states is None:
-                zeros = x.new_zeros(x.shape[0], self.hidden_size)
+                # as torch.nn's cells write it: jit.trace then records torch.nn's very nodes
+                zeros = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
                 states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
             elif not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
