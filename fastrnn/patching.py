@@ -31,10 +31,12 @@ Limits:
   restored at once, so calls after ``undo()`` run torch.nn's).
 - TorchScript: ``torch.jit.script`` of a torch.nn recurrent module fails while patched (fastrnn's
   forward is not TorchScript); script it outside the block. ``torch.jit.trace`` works.
-- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM forward
-  (``torch._dynamo.config.allow_rnn`` is False by default) and runs it eagerly; a patched one it
-  traces like fastrnn's own modules (torch 2.14: one graph, no break, for a model around a
-  patched ``nn.LSTM``). Other torch versions may refuse it again; outputs are the same either way.
+- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM modules wherever they meet
+  it as an object (an argument of the compiled function, a module reached after a graph break:
+  "Attempted to wrap RNN, GRU, or LSTM") unless ``torch._dynamo.config.allow_rnn`` is set. While
+  patched their forward is fastrnn's, which traces, so ``patch()`` sets ``allow_rnn`` and the
+  last ``undo()`` restores the value it found: a patched module compiles like fastrnn's own (one
+  graph, no break). A later change of the flag by the user inside the block is overwritten on exit.
 - A subclass that overrides ``forward`` with its own computation (not ``super().forward``) is
   not reached; nor is code calling ``torch._VF`` / ``torch.lstm`` directly.
 - A subclass that stores its own attribute under one of the names patch() adds (``cell``,
@@ -75,7 +77,7 @@ _MISSING = object()
 _lock = threading.Lock()  # guards the state below; never held while a forward runs
 _depth = 0  # active patch() handles
 # (class, name, previous value in cls.__dict__ or _MISSING), in the order they were set
-_forwards: List[Tuple[type, str, object]] = []  # fastrnn's forward on the torch.nn classes
+_forwards: List[Tuple[object, str, object]] = []  # fastrnn's forward on the torch.nn classes, dynamo's allow_rnn
 _helpers: List[Tuple[type, str, object]] = []  # what fastrnn's forward needs on torch.nn's bases
 _running = 0  # patched forwards in flight, in any thread
 
@@ -141,6 +143,16 @@ def _set(saved, cls, name, value) -> None:
     setattr(cls, name, value)
 
 
+def _allow_rnn_in_dynamo() -> None:
+    """Let TorchDynamo trace torch.nn's RNN modules (their forward is fastrnn's while patched)."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)  # absent in a torch without dynamo
+    if config is None or not hasattr(config, "allow_rnn"):
+        return
+    # a config value, restored with fastrnn's forwards (by setattr) when the last patch is undone
+    _forwards.append((config, "allow_rnn", config.allow_rnn))
+    config.allow_rnn = True
+
+
 def _apply() -> None:
     if not _helpers:  # else still installed for forwards running since the last undo()
         for torch_base, fast_base, probe in BASES:
@@ -154,6 +166,7 @@ def _apply() -> None:
                 _set(_helpers, torch_cls, "mode", mode)
     for torch_cls, fast_cls in FORWARDS:
         _set(_forwards, torch_cls, "forward", _patched_forward(torch_cls, fast_cls))
+    _allow_rnn_in_dynamo()
 
 
 def _restore(saved) -> None:

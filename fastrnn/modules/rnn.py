@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import backends, ops
+from .. import backends, onnx
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import layer as run_layer
@@ -96,11 +96,24 @@ class RNNBase(nn.Module):
         return [name for names in self._all_weights for name in names]
 
     @property
-    def _flat_weights(self) -> List[Tensor]:
+    def _flat_weights(self) -> List[Optional[Tensor]]:
+        """torch.nn's list of the weights in ``_flat_weights_names`` order, None for a weight that
+        is not set (deleted, as weight-drop code and torch's own tests do before setting it
+        again). Derived, never stored: a plain tensor assigned under a weight's name (AWD-LSTM's
+        weight drop) is what it lists and what forward runs. Assigning the list itself raises
+        (a read-only property): fastrnn's forward reads the weights by name, so an assigned list
+        would be silently ignored."""
         # Straight from _parameters (getattr on a Module is slow, and every forward asks);
-        # a parametrized weight is not in it and is computed by getattr.
+        # a parametrized weight or a plain tensor attribute is not in it: getattr finds those.
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
+        return [params[name] if name in params else getattr(self, name, None) for name in self._flat_weights_names]
+
+    @_flat_weights.setter
+    def _flat_weights(self, value) -> None:
+        raise AttributeError(
+            "fastrnn: _flat_weights is derived from the weights by name and cannot be assigned; "
+            "assign a weight instead, e.g. module.weight_hh_l0 = tensor (as weight-drop code does)"
+        )
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -146,10 +159,13 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
-        if not ops.use_op():  # a tracer sees one operator per layer-direction instead (ops.py)
+        # torch.compile / export record one operator per layer-direction instead (ops.py), chosen
+        # where the graph runs. jit.trace decides here as in eager: on torch's kernels it records
+        # what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's operators.
+        if not torch.compiler.is_compiling():
             # The weights against the sizes, on every backend: torch's CPU kernel (run_module)
             # checks none, and the others would run on weights the sizes do not describe.
-            # (Traced, each layer's operator checks its weights against x and the state.)
+            # (Compiled, each layer's operator checks its weights against x and the state.)
             check_weights(self, self._flat_weights)
             choice = backends.explain(self._problem(input, batched), self.backend)
             run_module = backends.get_backend(choice.backend).run_module
@@ -194,6 +210,8 @@ class RNNBase(nn.Module):
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
         name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
+            if torch.compiler.is_compiling() or torch.jit.is_tracing():
+                onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
             check_packed(input)  # before anything reads batch_sizes, on every backend
             self._check_input(input.data, expected_dim=2)
             return True
@@ -244,7 +262,9 @@ class RNNBase(nn.Module):
         c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         lstm = self.cell.has_cell_state
         if hx is None:
-            return x.new_zeros(h_shape), (x.new_zeros(c_shape) if lstm else None)
+            # torch.zeros as torch.nn writes it: jit.trace then records torch.nn's very nodes
+            zeros = dict(dtype=x.dtype, device=x.device)
+            return torch.zeros(h_shape, **zeros), (torch.zeros(c_shape, **zeros) if lstm else None)
         if lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")

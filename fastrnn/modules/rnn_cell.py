@@ -19,7 +19,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import backends, ops
+from .. import backends
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
@@ -89,7 +89,7 @@ class RNNCellBase(nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         run_cell = None
-        if not ops.use_op():  # a tracer sees one operator for the step instead (ops.py)
+        if not torch.compiler.is_compiling():  # compile/export: one operator for the step (ops.py)
             problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
                                    x.shape[0], 1, self.bias, False)  # a layer of one step
             run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
@@ -97,7 +97,8 @@ class RNNCellBase(nn.Module):
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
             if states is None:
-                zeros = x.new_zeros(x.shape[0], self.hidden_size)
+                # as torch.nn's cells write it: jit.trace then records torch.nn's very nodes
+                zeros = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
                 states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
             elif not batched:
                 states = tuple(s.unsqueeze(0) for s in states)

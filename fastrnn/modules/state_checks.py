@@ -190,10 +190,15 @@ def check_weights(module, weights) -> None:
     """Before a backend reads ``weights`` (the module's ``_flat_weights``): their shapes are the
     ones the module's attributes imply (attributes may have been changed after load)."""
     try:
+        shapes = [w.shape for w in weights]
+    except AttributeError:  # a weight deleted (weight-drop code does, between forwards): None
+        missing = module._flat_weights_names[[w is None for w in weights].index(True)]
+        raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'") from None
+    try:
         want = _flat_shapes(module, len(weights))
     except (TypeError, ValueError) as e:  # a count that does not match; unhashable or unknown values
         raise StateError(f"{type(module).__name__}: its attributes do not describe its weights: {e}") from None
-    if [w.shape for w in weights] != want:  # torch.Size equals the tuple of its sizes
+    if shapes != want:  # torch.Size equals the tuple of its sizes
         got = [tuple(w.shape) for w in weights]
         raise StateError(
             f"{type(module).__name__}: weights of shapes {got} do not match the module's sizes "
