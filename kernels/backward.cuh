@@ -162,15 +162,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_kernel(Backwa
       if (mine && (a.variant & kVariantNoPrefetch)) load_inputs(t, rbl, rul, r_sv, r_dout);  // timing: not early
       if (mine) phase_a(t, rbl, rul, t < r_len, r_sv, r_dout, r_dh, r_dc);
     } else {
-      FlatWalk w(tid, threads, nui, Hi);  // row = b, col = ul, pad = b * H + ul
-      for (int item = tid; item < static_cast<int>(B) * nui; item += threads, w.next()) {
-        const int64_t off = u0 + w.pad;
-        float sv[S], dout, dh = a.dhbuf[off], dc = Cell::kHasCellState ? a.dcbuf[off] : 0.f;
-        const bool active = t < a.lengths[w.row];
-        if (active) load_inputs(t, w.row, w.col, sv, dout);
-        phase_a(t, w.row, w.col, active, sv, dout, dh, dc);
-        a.dhbuf[off] = dh;
-        if (Cell::kHasCellState) a.dcbuf[off] = dc;
+      for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {  // per tile: 32-bit offsets within it
+        const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
+        FlatWalk w(tid, threads, nui, Hi);  // row = bl, col = ul, pad = bl * H + ul
+        for (int item = tid; item < static_cast<int>(nb) * nui; item += threads, w.next()) {
+          const int64_t b = b0 + w.row, off = b0 * H + u0 + w.pad;
+          float sv[S], dout, dh = a.dhbuf[off], dc = Cell::kHasCellState ? a.dcbuf[off] : 0.f;
+          const bool active = t < a.lengths[b];
+          if (active) load_inputs(t, b, w.col, sv, dout);
+          phase_a(t, b, w.col, active, sv, dout, dh, dc);
+          a.dhbuf[off] = dh;
+          if (Cell::kHasCellState) a.dcbuf[off] = dc;
+        }
       }
     }
     grid.sync();  // dgh_t of every unit visible to every block

@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
   zero_pad_columns(h_s, a.batch_tile, shape);
 
   // Items: (sequence b, unit u0 + ul), one thread each per step. When the whole batch is one
-  // tile and its items fit one per thread (the target shape: 16 x 6 = 96 items), every thread
+  // tile and its items fit one per thread (the target shape: 16 x 12 = 192 items), every thread
   // keeps the same item for all steps ("resident"): its h, c and length stay in registers and
   // its gx loads are issued at the start of the step, so they are in flight during the staging
   // and the product (they hit L2: the prefetch before the previous barrier brought them there).
