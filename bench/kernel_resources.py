@@ -27,6 +27,7 @@ cuobjdump comes from PATH, $CUDA_HOME/bin, or the copy Triton ships (triton/back
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -48,12 +49,11 @@ def find_cuobjdump() -> Optional[str]:
     candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
     if os.environ.get("CUDA_HOME"):
         candidates.append(os.path.join(os.environ["CUDA_HOME"], "bin", "cuobjdump"))
-    try:
-        import triton
-
-        candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
-    except ImportError:
-        pass
+    # Triton's folder without importing it: an import here, before a test session sets
+    # TRITON_INTERPRET, would build Triton's own jit functions (tl.sum, ...) for the GPU.
+    spec = importlib.util.find_spec("triton")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidates.append(os.path.join(folder, "backends", "nvidia", "bin", "cuobjdump"))
     return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
@@ -154,15 +154,17 @@ KNOWN_TRITON_SPILLS = {
 }
 
 
-def triton_spills() -> int:
-    """Compiles the Triton kernels at capacity for sm_90 (fastrnn.triton.resources); -> how many
-    spill beyond KNOWN_TRITON_SPILLS (a kernel whose stack could not be read counts)."""
-    sys.path.insert(0, ROOT)
-    os.environ.pop("TRITON_INTERPRET", None)
-    from fastrnn.triton import resources
+def triton_spills(records=None) -> int:
+    """Compiles the Triton kernels at capacity for sm_90 (fastrnn.triton.resources; or takes
+    ``records`` of that form, for the tests); -> how many spill beyond KNOWN_TRITON_SPILLS (a
+    kernel whose stack could not be read counts). Needs TRITON_INTERPRET unset (``main``)."""
+    if records is None:
+        sys.path.insert(0, ROOT)
+        from fastrnn.triton import resources
 
+        records = resources.run(resources.AT_CAPACITY)
     bad = known = 0
-    for r in resources.run(resources.AT_CAPACITY):
+    for r in records:
         allowed = KNOWN_TRITON_SPILLS.get((r["kernel"], r["cell"], r["dtype"], r["hidden"]), 0)
         over = r["stack"] is None or r["stack"] > allowed
         known += not over and r["stack"] > 0
@@ -194,6 +196,7 @@ def main(argv=None) -> int:
     bad = report(kernels)
     print(f"CUDA: {len(kernels)} kernels, {len(bad)} spilling")
     if args.triton:
+        os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compiled
         bad += ["triton"] * triton_spills()
     return 1 if bad else 0
 
