@@ -61,15 +61,23 @@ def load_gate_tiles(w_ptr, G: tl.constexpr, H: tl.constexpr, offs_k, mask_k, off
 
 
 @triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
 def recurrent_dot(hd, w, DOT_PRECISION: tl.constexpr, SPLIT_K: tl.constexpr):
     """``hd @ w`` in fp32. SPLIT_K = False: one tl.dot of (BLOCK_B, K) by (K, N). SPLIT_K = True
     (the large-H forward): hd (KS, BLOCK_B, KC) and w (KS, KC, N) hold K = KS*KC in KS chunks; a
     batched dot gives each chunk to its own warp, then the chunks' products are summed. A single
     (16 x K) by (K x 16) tl.dot makes every warp hold all of the (16 x K) operand and compute the
     same 16 x 16 tile (the large-H forward had 255 registers and spilled); split, a warp holds
-    1/KS of it and no work is repeated."""
+    1/KS of it and no work is repeated. The chunks are summed by tl.reduce with this module's
+    own combine function, not tl.sum: Triton builds its library's jit functions (tl.sum among
+    them) when it is imported, and under the CPU interpreter they fail if Triton was imported
+    before TRITON_INTERPRET was set (as in a test session)."""
     if SPLIT_K:
-        return tl.sum(tl.dot(hd, w, input_precision=DOT_PRECISION), axis=0)
+        return tl.reduce(tl.dot(hd, w, input_precision=DOT_PRECISION), 0, _add)
     else:
         return tl.dot(hd, w, input_precision=DOT_PRECISION)
 
