@@ -1,7 +1,11 @@
-"""The functional seam: one layer, one direction, a whole padded sequence.
+"""The functional API: one layer, one direction, a whole padded sequence.
 
-``rnn_layer`` is the single entry point every module goes through; ``rnn_tanh_layer``,
-``rnn_relu_layer``, ``lstm_layer`` and ``gru_layer`` are the per-cell spellings of it.
+``rnn_layer`` checks its arguments and runs the layer on the backend selected for it
+(:func:`fastrnn.backends.run_layer`: one decision per call), or, while a tracer records it, as
+the operator of :mod:`fastrnn.ops`; ``rnn_tanh_layer``, ``rnn_relu_layer``, ``lstm_layer`` and
+``gru_layer`` are the per-cell spellings of it. (Modules do not come through here: they check
+their own arguments as torch.nn does and run :mod:`fastrnn.layer_stack` on the backend they
+chose; every backend's ``run_layer`` is this seam.)
 
 Shapes (time-major, like torch.nn with ``batch_first=False``):
 
@@ -24,8 +28,9 @@ import torch
 from torch import Tensor
 
 from . import backends, ops
-from .backends import LayerProblem
+from .autocast import run_in_autocast_dtype
 from .cells import GRU, LSTM, RNN_RELU, RNN_TANH, Cell
+from .tracing import tracing
 
 
 def _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths):
@@ -93,65 +98,20 @@ def rnn_layer(
     backend: str = "auto",
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Run ``cell`` over the sequence ``x`` on the selected backend (see module docstring)."""
-    autocast_dtype = _autocast_dtype(x)
-    if autocast_dtype is not None:
-        # Under autocast the whole layer runs in the autocast dtype, as torch.nn's recurrent ops
-        # do under CUDA autocast: cast x, the states and the weights once here (differentiably,
-        # so fp32 master weights get fp32 grads) and run the backend with autocast off, so every
-        # backend sees one dtype and returns outputs and states in it.
-        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = (
-            _cast(t, autocast_dtype) for t in (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
-        )
-        with torch.autocast(x.device.type, enabled=False):
-            return rnn_layer(
-                cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                lengths=lengths, reverse=reverse, backend=backend,
-            )
+    # Under autocast the whole layer runs in the autocast dtype (fastrnn/autocast.py).
+    return run_in_autocast_dtype(_checked_layer, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                 weight_hr, lengths, reverse, backend)
+
+
+def _checked_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
     hidden = weight_hh.shape[0] // cell.num_gates
     h_out = weight_hr.shape[0] if weight_hr is not None else hidden
     if h0 is None and c0 is None and x.dim() == 3:  # zero initial state; an LSTM needs both or neither
         h0 = x.new_zeros((x.shape[1], h_out))
         c0 = x.new_zeros((x.shape[1], hidden)) if cell.has_cell_state else None
     _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
-    if ops.use_op():  # a tracer records one operator, which picks and runs the backend itself
-        return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
-                             backend)
-    problem = layer_problem(cell, x, hidden, weight_hr, bias_ih is not None, lengths is not None)
-    choice = backends.explain(problem, backend)
-    return backends.get_backend(choice.backend).run_layer(
-        cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse
-    )
-
-
-def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    """The dtype autocast would run a matmul on ``x`` in, or None when autocast is off for it."""
-    if not x.is_floating_point() or x.dtype == torch.float64:  # autocast leaves float64 alone
-        return None
-    if not torch.is_autocast_enabled(x.device.type):
-        return None
-    return torch.get_autocast_dtype(x.device.type)
-
-
-def _cast(tensor: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    # Same eligibility as autocast's own casts: floating point, not float64.
-    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
-        return tensor
-    return tensor.to(dtype)
-
-
-def layer_problem(cell, x, hidden_size, weight_hr, has_bias, has_lengths) -> LayerProblem:
-    return LayerProblem(
-        cell=cell,
-        device=x.device,
-        dtype=x.dtype,
-        input_size=x.shape[2],
-        hidden_size=hidden_size,
-        proj_size=0 if weight_hr is None else weight_hr.shape[0],
-        batch_size=x.shape[1],
-        seq_len=x.shape[0],
-        has_bias=has_bias,
-        has_lengths=has_lengths,
-    )
+    run = ops.rnn_layer if tracing() else backends.run_layer  # a tracer records one operator
+    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
 
 
 def rnn_tanh_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, **kwargs):

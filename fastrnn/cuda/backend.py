@@ -113,18 +113,11 @@ def _launch_fit(cell_id: int, dtype: torch.dtype, hidden: int, batch: int, devic
     return f"the CUDA kernels cannot run here: {why}" if why else None
 
 
-def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
-    """Run one layer-direction on the CUDA kernels (signature of ``reference_layer``)."""
-    from .autograd import cuda_layer as run  # imports fastrnn._C; only when a layer actually runs
-
-    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
-
 register_backend(
     Backend(
         name="cuda",
         priority=20,
-        run_layer=cuda_layer,
+        run_layer="fastrnn.cuda.autograd:cuda_layer",  # imports the kernels when a layer first runs
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("cuda"),  # only where verified on a GPU and measured faster than torch

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
                      saved_inputs, uses_tf32)
+from .backend import interpreting
 from .backward import recurrent_backward_kernel
 from .capacity import MIN_BLOCK, block_size, small_h_capacity
 from .cell_ids import CELL_IDS, LSTM, GRU, NUM_SAVED
@@ -92,8 +93,6 @@ def _num_sms(device: torch.device) -> int:
 
 
 def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, device: torch.device) -> Plan:
-    from .backend import interpreting
-
     itemsize = torch.empty((), dtype=dtype).element_size()
     block_h = block_size(hidden)
     if FORCE_LARGE_H is None and hidden <= small_h_capacity(num_gates, itemsize):
@@ -130,12 +129,6 @@ def _steps(seq_len: int, persistent: bool, backward: bool) -> list:
     return [(0, seq_len)] if persistent else [(k, k + 1) for k in range(seq_len)]
 
 
-def _interpreting() -> bool:
-    from .backend import interpreting
-
-    return interpreting()
-
-
 def _device_guard(tensor: Tensor):
     """Triton launches on the current CUDA device: make it the tensors' device."""
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
@@ -150,8 +143,6 @@ def _widen_weights(dtype: torch.dtype) -> bool:
     """Triton 3.8's interpreter computes tl.dot of bfloat16 tiles wrongly (numpy has no bfloat16;
     the products come out as garbage), so under TRITON_INTERPRET=1 the kernels widen the bf16
     weight tiles to fp32 (exact) and dot in fp32. Compiled kernels never take this path."""
-    from .backend import interpreting
-
     return dtype == torch.bfloat16 and interpreting()
 
 
@@ -213,7 +204,7 @@ class TritonLayer(torch.autograd.Function):
 
                 reset()
                 plan = run_large_h(launch, reset, lambda persistent: _steps(seq_len, persistent, False), plan,
-                                   hidden, triton.cdiv(batch, BLOCK_B), x.device, _interpreting(),
+                                   hidden, triton.cdiv(batch, BLOCK_B), x.device, interpreting(),
                                    (FORCE_LARGE_H or {}).get("groups"), "forward")
                 h_t.copy_(hbuf[seq_len % 2])
                 if cell == LSTM:
@@ -277,7 +268,7 @@ class TritonLayer(torch.autograd.Function):
 
                 reset()
                 run_large_h(launch, reset, lambda persistent: _steps(seq_len, persistent, True), plan, hidden,
-                            triton.cdiv(batch, BLOCK_B), x.device, _interpreting(),
+                            triton.cdiv(batch, BLOCK_B), x.device, interpreting(),
                             (FORCE_LARGE_H or {}).get("groups"), "backward")
                 dh0 = dhbuf.to(h0.dtype)
                 dc0 = dcbuf.to(h0.dtype)

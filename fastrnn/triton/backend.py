@@ -88,18 +88,11 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
     return None
 
 
-def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
-    """Run one layer-direction on the Triton kernels (signature of ``reference_layer``)."""
-    from .autograd import triton_layer as run  # imports Triton; only when a layer actually runs
-
-    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
-
 register_backend(
     Backend(
         name="triton",
         priority=10,
-        run_layer=triton_layer,
+        run_layer="fastrnn.triton.autograd:triton_layer",  # imports the kernels when a layer first runs
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("triton"),  # only where verified on a GPU and measured faster than torch
