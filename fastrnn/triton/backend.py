@@ -29,7 +29,6 @@ import torch
 from ..backends import Backend, LayerProblem, register_backend
 from ..measured import auto_rule
 from .capacity import capacity
-from .cell_ids import CELL_IDS
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -61,8 +60,6 @@ def unavailable() -> Optional[str]:
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
-    if cell.name not in CELL_IDS:
-        return f"cell {cell.name!r} has no Triton kernel"
     if problem.proj_size > 0:
         return "proj_size > 0 (LSTM projection) is not implemented in the Triton kernels"
     if problem.dtype not in SUPPORTED_DTYPES:
