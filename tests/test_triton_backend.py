@@ -32,6 +32,7 @@ from fastrnn.functional import rnn_layer  # noqa: E402
 from fastrnn.reference import reference_layer  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.capacity import capacity, large_h_capacity, small_h_capacity  # noqa: E402
+import kernel_helpers  # noqa: E402
 from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case  # noqa: E402
 
 
@@ -55,11 +56,7 @@ class Launches:
 
 
 LAYER_CASES = {
-    # name: (T, B, I, H, reverse, lengths, given state, bias)
-    "T5-B3-H24": (5, 3, 7, 24, False, None, True, True),
-    "T5-B17-H40-reverse-zero-state": (5, 17, 10, 40, True, None, False, True),
-    "T1-B1-H24": (1, 1, 5, 24, False, None, True, True),
-    "T6-B3-H40-lengths": (6, 3, 7, 40, False, [6, 3, 0], True, True),
+    **kernel_helpers.LAYER_CASES,  # the cases both kernel backends run; sizes the interpreter runs fast:
     "T6-B17-H24-reverse-lengths": (6, 17, 9, 24, True, "random", True, True),
     "T4-B3-H24-no-bias": (4, 3, 6, 24, True, [4, 1, 2], True, False),
 }

@@ -30,12 +30,9 @@ import torch
 
 from ..backends import Backend, LayerProblem, register_backend
 from ..measured import auto_rule
-from ..cells import CELLS
 from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, MAX_BATCH_TILE, capacity
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# CellId in kernels/cell_math.cuh; the ids are fastrnn/cells.py's kernel_id.
-CELL_IDS = {cell.name: cell.kernel_id for cell in CELLS.values()}
 EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan", "launch_fit")
 
 
@@ -78,8 +75,6 @@ def device_limits(device: torch.device):
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
-    if cell.name not in CELL_IDS:
-        return f"cell {cell.name!r} has no CUDA kernel"
     if problem.device.type != "cuda":
         return f"the CUDA backend needs CUDA tensors, got tensors on {problem.device}"
     if problem.proj_size > 0:
@@ -97,7 +92,7 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
     if _extension_error() is None and torch.cuda.is_available():
         index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
         # The plan depends on the batch only up to one full batch tile.
-        return _launch_fit(CELL_IDS[cell.name], problem.dtype, problem.hidden_size,
+        return _launch_fit(cell.kernel_id, problem.dtype, problem.hidden_size,
                            min(problem.batch_size, MAX_BATCH_TILE), index)
     return None
 
