@@ -53,6 +53,8 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
         # torch.nn's RNNs are not traced either: TorchDynamo refuses them, and inductor fails on
         # the CPU kernel (aten.mkldnn_rnn_layer). Traced layers run fastrnn's other backends.
         return "a tracer is running (torch.compile, torch.export or jit.trace): torch's recurrent kernels do not trace"
+    if problem.cell.mode not in _STACK:
+        return f"torch has no kernel for cell {problem.cell.name!r}"
     if problem.device.type in CUDNN_DEVICE_TYPES:
         if problem.seq_len > CUDNN_MAX_STEPS:
             return f"cuDNN fails on sequences longer than {CUDNN_MAX_STEPS:,} steps (got {problem.seq_len:,})"

@@ -75,6 +75,8 @@ def device_limits(device: torch.device):
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
+    if cell.kernel_id is None:
+        return f"cell {cell.name!r} has no CUDA kernel (fastrnn/cells.py: kernel_id None)"
     if problem.device.type != "cuda":
         return f"the CUDA backend needs CUDA tensors, got tensors on {problem.device}"
     if problem.proj_size > 0:

@@ -60,6 +60,8 @@ def unavailable() -> Optional[str]:
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
+    if cell.kernel_id is None:
+        return f"cell {cell.name!r} has no Triton kernel (fastrnn/cells.py: kernel_id None)"
     if problem.proj_size > 0:
         return "proj_size > 0 (LSTM projection) is not implemented in the Triton kernels"
     if problem.dtype not in SUPPORTED_DTYPES:
