@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import Tensor, nn
