@@ -33,7 +33,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import backends
+from . import backends, onnx as _onnx
 from .cells import get_cell
 
 def _fresh(outputs, inputs) -> list:
@@ -173,8 +173,15 @@ def _no_double_backward(ctx, *grads):
 rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+_onnx.register_legacy_symbolic()  # torch.onnx.export(dynamo=False) of fastrnn::rnn_layer
+
+
 def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
-    """The operator with fastrnn.functional.rnn_layer's return convention (c_T None without a cell state)."""
+    """The operator with fastrnn.functional.rnn_layer's return convention (c_T None without a
+    cell state); ONNX's own recurrent operator instead while the dynamo ONNX exporter traces."""
+    if _onnx.exporting():
+        return _onnx.symbolic_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                    reverse)
     out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                              reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

@@ -28,10 +28,12 @@ Limits:
 - Global and process-wide: the classes themselves are changed, for every thread.
 - TorchScript: ``torch.jit.script`` of a torch.nn recurrent module fails while patched (fastrnn's
   forward is not TorchScript); script it outside the block. ``torch.jit.trace`` works.
-- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM forward
-  (``torch._dynamo.config.allow_rnn`` is False by default) and runs it eagerly; a patched one it
-  traces like fastrnn's own modules (torch 2.14: one graph, no break, for a model around a
-  patched ``nn.LSTM``). Other torch versions may refuse it again; outputs are the same either way.
+- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM modules wherever they meet
+  it as an object (an argument of the compiled function, a module reached after a graph break:
+  "Attempted to wrap RNN, GRU, or LSTM") unless ``torch._dynamo.config.allow_rnn`` is set. While
+  patched their forward is fastrnn's, which traces, so ``patch()`` sets ``allow_rnn`` and the
+  last ``undo()`` restores the value it found: a patched module compiles like fastrnn's own (one
+  graph, no break). A later change of the flag by the user inside the block is overwritten on exit.
 - A subclass that overrides ``forward`` with its own computation (not ``super().forward``) is
   not reached; nor is code calling ``torch._VF`` / ``torch.lstm`` directly.
 - A subclass that stores its own attribute under one of the names patch() adds (``cell``,
@@ -49,6 +51,7 @@ from __future__ import annotations
 import threading
 from typing import List, Tuple
 
+import torch
 from torch import nn
 
 from .modules import rnn as _rnn, rnn_cell as _rnn_cell
@@ -70,7 +73,8 @@ NOT_SHARED = frozenset({"qconfig"})
 _MISSING = object()
 _lock = threading.Lock()
 _depth = 0
-_saved: List[Tuple[type, str, object]] = []  # (class, name, previous value in cls.__dict__ or _MISSING)
+# (class or dynamo's config, name, previous value in cls.__dict__ or _MISSING)
+_saved: List[Tuple[object, str, object]] = []
 
 
 class _Derived:
@@ -114,6 +118,15 @@ def _set(cls, name, value) -> None:
     setattr(cls, name, value)
 
 
+def _allow_rnn_in_dynamo() -> None:
+    """Let TorchDynamo trace torch.nn's RNN modules (their forward is fastrnn's while patched)."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)  # absent in a torch without dynamo
+    if config is None or not hasattr(config, "allow_rnn"):
+        return
+    _saved.append((config, "allow_rnn", config.allow_rnn))  # a config value, restored by setattr
+    config.allow_rnn = True
+
+
 def _apply() -> None:
     for torch_base, fast_base, probe in BASES:
         instance = probe()
@@ -126,6 +139,7 @@ def _apply() -> None:
             _set(torch_cls, "mode", mode)
     for torch_cls, fast_cls in FORWARDS:
         _set(torch_cls, "forward", _patched_forward(torch_cls, fast_cls))
+    _allow_rnn_in_dynamo()
 
 
 def _restore() -> None:

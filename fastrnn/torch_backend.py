@@ -34,8 +34,8 @@ from torch import Tensor, _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .backends import Backend, BackendError, LayerProblem, register_backend
-from .tracing import tracing
 from .autocast import autocast_dtype, cast
+from .tracing import compiling
 
 # Device types on which torch's recurrent layers run cuDNN, with its limits. Tests add "cpu" to
 # simulate a GPU: every decision below is a function of the problem and this set.
@@ -49,10 +49,11 @@ _WAY_OUT = "run this module with backend='reference' (fastrnn.use_backend('refer
 
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
-    if tracing():
-        # torch.nn's RNNs are not traced either: TorchDynamo refuses them, and inductor fails on
-        # the CPU kernel (aten.mkldnn_rnn_layer). Traced layers run fastrnn's other backends.
-        return "a tracer is running (torch.compile, torch.export or jit.trace): torch's recurrent kernels do not trace"
+    if compiling():
+        # torch.nn's RNNs are not compiled either: TorchDynamo refuses them, and inductor fails on
+        # the CPU kernel (aten.mkldnn_rnn_layer). Compiled layers run fastrnn's other backends.
+        # jit.trace is not refused: it records torch's op as it records torch.nn's (aten::lstm).
+        return "torch.compile / torch.export is tracing: torch's recurrent kernels do not compile"
     if problem.cell.mode not in _STACK:
         return f"torch has no kernel for cell {problem.cell.name!r}"
     if problem.device.type in CUDNN_DEVICE_TYPES:
@@ -135,6 +136,9 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
         h0 = h0.index_select(1, input.sorted_indices)
         c0 = c0.index_select(1, input.sorted_indices) if c0 is not None else None
     weights = module._flat_weights
+    if any(w is None for w in weights):  # deleted (weight-drop code does, between forwards)
+        missing = module._flat_weights_names[[w is None for w in weights].index(True)]
+        raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'")
     lstm = module.cell.has_cell_state
 
     dtype = autocast_dtype(data)

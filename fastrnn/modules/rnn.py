@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import backends, layer_stack, ops
+from .. import backends, layer_stack, onnx, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..packing import check_packed
-from ..tracing import tracing
+from ..tracing import compiling, tracing
 
 
 class RNNBase(nn.Module):
@@ -108,11 +108,24 @@ class RNNBase(nn.Module):
         return [name for names in self._all_weights for name in names]
 
     @property
-    def _flat_weights(self) -> List[Tensor]:
+    def _flat_weights(self) -> List[Optional[Tensor]]:
+        """torch.nn's list of the weights in ``_flat_weights_names`` order, None for a weight that
+        is not set (deleted, as weight-drop code and torch's own tests do before setting it
+        again). Derived, never stored: a plain tensor assigned under a weight's name (AWD-LSTM's
+        weight drop) is what it lists and what forward runs. Assigning the list itself raises
+        (a read-only property): fastrnn's forward reads the weights by name, so an assigned list
+        would be silently ignored."""
         # Straight from _parameters (getattr on a Module is slow, and every forward asks);
-        # a parametrized weight is not in it and is computed by getattr.
+        # a parametrized weight or a plain tensor attribute is not in it: getattr finds those.
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
+        return [params[name] if name in params else getattr(self, name, None) for name in self._flat_weights_names]
+
+    @_flat_weights.setter
+    def _flat_weights(self, value) -> None:
+        raise AttributeError(
+            "fastrnn: _flat_weights is derived from the weights by name and cannot be assigned; "
+            "assign a weight instead, e.g. module.weight_hh_l0 = tensor (as weight-drop code does)"
+        )
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -158,10 +171,15 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
-        if tracing():  # one operator per layer-direction, each deciding when it runs (ops.py)
+        # torch.compile / export record one operator per layer-direction (ops.py), each choosing
+        # its backend where the graph runs. jit.trace decides here as in eager: on torch's kernels
+        # it records what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's
+        # operators, one per layer-direction.
+        if compiling():
             return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
         backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
-        return backend.module_runner()(self, input, hx, batched, backend.layer_runner())
+        run_layer = self._traced_layer if tracing() else backend.layer_runner()
+        return backend.module_runner()(self, input, hx, batched, run_layer)
 
     def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
         return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
@@ -192,6 +210,8 @@ class RNNBase(nn.Module):
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
         name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
+            if torch.compiler.is_compiling() or torch.jit.is_tracing():
+                onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
             check_packed(input)  # before anything reads batch_sizes, on every backend
             self._check_input(input.data, expected_dim=2)
             return True
@@ -229,7 +249,9 @@ class RNNBase(nn.Module):
         c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         lstm = self.cell.has_cell_state
         if hx is None:
-            return x.new_zeros(h_shape), (x.new_zeros(c_shape) if lstm else None)
+            # torch.zeros as torch.nn writes it: jit.trace then records torch.nn's very nodes
+            zeros = dict(dtype=x.dtype, device=x.device)
+            return torch.zeros(h_shape, **zeros), (torch.zeros(c_shape, **zeros) if lstm else None)
         if lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")

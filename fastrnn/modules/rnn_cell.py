@@ -24,7 +24,7 @@ from .. import backends, ops
 from ..autocast import run_in_autocast_dtype
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..tracing import tracing
+from ..tracing import compiling, tracing
 
 
 class RNNCellBase(nn.Module):
@@ -85,18 +85,20 @@ class RNNCellBase(nn.Module):
             raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        if tracing():  # a tracer sees one operator for the step, deciding when it runs (ops.py)
+        if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
             run_cell, run_layer = None, self._traced_layer
-        else:  # the one decision of this call
+        else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
             problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
                                    x.shape[0], 1, self.bias, False)  # a layer of one step
             backend = backends.choose(problem, self.backend)
-            run_cell, run_layer = backend.cell_runner(), backend.layer_runner()
+            run_cell = backend.cell_runner()
+            run_layer = self._traced_layer if tracing() else backend.layer_runner()
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
             if states is None:
-                zeros = x.new_zeros(x.shape[0], self.hidden_size)
+                # as torch.nn's cells write it: jit.trace then records torch.nn's very nodes
+                zeros = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
                 states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
             elif not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
