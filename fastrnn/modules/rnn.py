@@ -33,6 +33,7 @@ from ..backends import LayerProblem
 from ..cells import cell_of
 from ..packing import check_packed
 from ..tracing import compiling, tracing
+from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
 
 
 class RNNBase(nn.Module):
@@ -74,30 +75,20 @@ class RNNBase(nn.Module):
         _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = self.cell.num_gates * hidden_size
-        h_out = proj_size if proj_size > 0 else hidden_size
-        self._all_weights: List[List[str]] = []
-        for layer in range(num_layers):
-            for direction in range(self.num_directions):
-                suffix = "_reverse" if direction == 1 else ""
-                layer_input = input_size if layer == 0 else h_out * self.num_directions
-                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, h_out)}
-                if bias:
-                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
-                if proj_size > 0:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = []
-                for kind, shape in shapes.items():
-                    name = f"{kind}_l{layer}{suffix}"
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(name)
-                self._all_weights.append(names)
+        shapes = weight_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size)
+        self._all_weights: List[List[str]] = weight_names(num_layers, bidirectional, [list(s) for s in shapes])
+        for names, per_direction in zip(self._all_weights, shapes):
+            for name, shape in zip(names, per_direction.values()):
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
         self.flatten_parameters()
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise StateError(f"{type(self).__name__}: a pickled module's state must be a dict, got {type(state).__name__}")
         state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
         super().__setstate__(state)
+        check_module_state(self)  # what forward trusts (see state_checks), before anyone runs it
 
     @property
     def num_directions(self) -> int:
@@ -172,11 +163,14 @@ class RNNBase(nn.Module):
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
         # torch.compile / export record one operator per layer-direction (ops.py), each choosing
-        # its backend where the graph runs. jit.trace decides here as in eager: on torch's kernels
-        # it records what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's
-        # operators, one per layer-direction.
+        # its backend where the graph runs (and checking its weights against x and the state).
+        # jit.trace decides here as in eager: on torch's kernels it records what torch.nn records
+        # (aten::lstm, bit-identical to eager), else fastrnn's operators, one per layer-direction.
         if compiling():
             return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
+        # The weights against the sizes, on every backend: torch's CPU kernel (run_module) checks
+        # none, and the others would run on weights the sizes do not describe.
+        check_weights(self, self._flat_weights)
         backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
         run_layer = self._traced_layer if tracing() else backend.layer_runner()
         return backend.module_runner()(self, input, hx, batched, run_layer)
