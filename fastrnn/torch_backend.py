@@ -141,7 +141,7 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
         raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'")
     lstm = module.cell.has_cell_state
 
-    dtype = autocast_dtype(data)
+    dtype = autocast_dtype(data) if torch._C._is_any_autocast_enabled() else None
     if dtype is not None:  # fastrnn's autocast rule: the whole layer in the autocast dtype
         data, h0, c0 = cast(data, dtype), cast(h0, dtype), cast(c0, dtype)
         weights = [cast(w, dtype) for w in weights]

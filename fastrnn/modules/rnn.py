@@ -177,8 +177,13 @@ class RNNBase(nn.Module):
         # operators, one per layer-direction.
         if compiling():
             return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
-        backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
-        run_layer = self._traced_layer if tracing() else backend.layer_runner()
+        if isinstance(input, PackedSequence):
+            backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
+        else:  # the one decision, by a tuple of what _problem reads: a batch-1 step costs as torch.nn's
+            key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                   self.bidirectional, self.bias, self.batch_first, input.device, input.dtype, input.shape)
+            backend = backends.choose_by_key(key, lambda: self._problem(input, batched), self.backend)
+        run_layer = self._traced_layer if torch.jit.is_tracing() else backend.layer_runner()
         return backend.module_runner()(self, input, hx, batched, run_layer)
 
     def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
