@@ -38,7 +38,7 @@ def run_module(module, input, hx, batched: bool, run_layer: Callable):
     dimension) and ``hx`` with ``run_layer`` per layer-direction; returns (output, h_n) or
     (output, (h_n, c_n)) as torch.nn does."""
     conversions = traced_packing if tracing() else packing
-    x, lengths, packed = time_major_input(module, input, batched, conversions)
+    x, lengths, packed = time_major_input(module, input, batched, hx, conversions)
     h0, c0 = module._initial_state(x.shape[1], x, hx, packed is not None, batched)
     out, h_n, c_n = run_layers(module, x, h0, c0, lengths, packed, run_layer, conversions)
     if packed is not None:
@@ -53,10 +53,12 @@ def run_module(module, input, hx, batched: bool, run_layer: Callable):
     return output, ((h_n, c_n) if module.cell.has_cell_state else h_n)
 
 
-def time_major_input(module, input, batched: bool, conversions=packing):
-    """-> (x (T, B, I), lengths or None, PackedSequence or None)."""
+def time_major_input(module, input, batched: bool, hx=None, conversions=packing):
+    """-> (x (T, B, I), lengths or None, PackedSequence or None). A given 3-D h_0 tells a tracer
+    the batch size of a PackedSequence (traced_packing)."""
     if isinstance(input, PackedSequence):
-        x, lengths = conversions.packed_to_padded(input)
+        state = hx[0] if isinstance(hx, (tuple, list)) and hx else hx  # h_0: its batch is B
+        x, lengths = conversions.packed_to_padded(input, state if isinstance(state, Tensor) and state.dim() == 3 else None)
         return x, lengths, input
     x = input if batched else input.unsqueeze(0 if module.batch_first else 1)
     if module.batch_first:

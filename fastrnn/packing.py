@@ -16,7 +16,7 @@ These are the eager conversions; while tracing, :mod:`fastrnn.layer_stack` uses 
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -77,9 +77,11 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
     return torch.arange(batch, device=device)[None, :] < batch_sizes[:, None]
 
 
-def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
+def packed_to_padded(packed: PackedSequence, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
-    ``packed`` has passed :func:`check_packed` (the modules check it before anything else)."""
+    ``packed`` has passed :func:`check_packed` (the modules check it before anything else).
+    ``state`` is for the traced twin (traced_packing), which takes its batch size from it; the
+    eager conversion reads the batch size from ``batch_sizes``."""
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])

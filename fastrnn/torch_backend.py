@@ -136,9 +136,6 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
         h0 = h0.index_select(1, input.sorted_indices)
         c0 = c0.index_select(1, input.sorted_indices) if c0 is not None else None
     weights = module._flat_weights
-    if any(w is None for w in weights):  # deleted (weight-drop code does, between forwards)
-        missing = module._flat_weights_names[[w is None for w in weights].index(True)]
-        raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'")
     lstm = module.cell.has_cell_state
 
     dtype = autocast_dtype(data) if torch._C._is_any_autocast_enabled() else None

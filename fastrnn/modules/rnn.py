@@ -33,6 +33,7 @@ from ..backends import LayerProblem
 from ..cells import cell_of
 from ..packing import check_packed
 from ..tracing import compiling, tracing
+from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
 
 
 class RNNBase(nn.Module):
@@ -74,30 +75,20 @@ class RNNBase(nn.Module):
         _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = self.cell.num_gates * hidden_size
-        h_out = proj_size if proj_size > 0 else hidden_size
-        self._all_weights: List[List[str]] = []
-        for layer in range(num_layers):
-            for direction in range(self.num_directions):
-                suffix = "_reverse" if direction == 1 else ""
-                layer_input = input_size if layer == 0 else h_out * self.num_directions
-                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, h_out)}
-                if bias:
-                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
-                if proj_size > 0:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = []
-                for kind, shape in shapes.items():
-                    name = f"{kind}_l{layer}{suffix}"
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(name)
-                self._all_weights.append(names)
+        shapes = weight_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size)
+        self._all_weights: List[List[str]] = weight_names(num_layers, bidirectional, [list(s) for s in shapes])
+        for names, per_direction in zip(self._all_weights, shapes):
+            for name, shape in zip(names, per_direction.values()):
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
         self.flatten_parameters()
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise StateError(f"{type(self).__name__}: a pickled module's state must be a dict, got {type(state).__name__}")
         state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
         super().__setstate__(state)
+        check_module_state(self)  # what forward trusts (see state_checks), before anyone runs it
 
     @property
     def num_directions(self) -> int:
@@ -118,7 +109,8 @@ class RNNBase(nn.Module):
         # Straight from _parameters (getattr on a Module is slow, and every forward asks);
         # a parametrized weight or a plain tensor attribute is not in it: getattr finds those.
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name, None) for name in self._flat_weights_names]
+        return [params[name] if name in params else getattr(self, name, None)
+                for names in self._all_weights for name in names]  # (= _flat_weights_names, inline)
 
     @_flat_weights.setter
     def _flat_weights(self, value) -> None:
@@ -172,11 +164,14 @@ class RNNBase(nn.Module):
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
         # torch.compile / export record one operator per layer-direction (ops.py), each choosing
-        # its backend where the graph runs. jit.trace decides here as in eager: on torch's kernels
-        # it records what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's
-        # operators, one per layer-direction.
+        # its backend where the graph runs (and checking its weights against x and the state).
+        # jit.trace decides here as in eager: on torch's kernels it records what torch.nn records
+        # (aten::lstm, bit-identical to eager), else fastrnn's operators, one per layer-direction.
         if compiling():
             return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
+        # The weights against the sizes, on every backend: torch's CPU kernel (run_module) checks
+        # none, and the others would run on weights the sizes do not describe.
+        check_weights(self, self._flat_weights)
         if isinstance(input, PackedSequence):
             backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
         else:  # the one decision, by a tuple of what _problem reads: a batch-1 step costs as torch.nn's
@@ -213,7 +208,6 @@ class RNNBase(nn.Module):
 
     def _check_forward_input(self, input) -> bool:
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
-        name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
             if torch.compiler.is_compiling() or torch.jit.is_tracing():
                 onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
@@ -221,11 +215,15 @@ class RNNBase(nn.Module):
             self._check_input(input.data, expected_dim=2)
             return True
         if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+            raise TypeError(f"{self._kind()}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            raise ValueError(f"{self._kind()}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         self._check_input(input, expected_dim=input.dim())
         return input.dim() == 3
+
+    def _kind(self) -> str:
+        """The class name torch.nn's errors give: RNN, LSTM or GRU."""
+        return "RNN" if self.mode.startswith("RNN") else self.mode
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0

@@ -25,6 +25,7 @@ from ..autocast import run_in_autocast_dtype
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..tracing import compiling, tracing
+from .state_checks import StateError, check_cell_state
 
 
 class RNNCellBase(nn.Module):
@@ -58,10 +59,13 @@ class RNNCellBase(nn.Module):
         self.reset_parameters()
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise StateError(f"{type(self).__name__}: a pickled module's state must be a dict, got {type(state).__name__}")
         old_cell = state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
         if old_cell is not None:
             state.setdefault("mode", old_cell.mode)
         super().__setstate__(state)
+        check_cell_state(self)  # what forward trusts (see state_checks), before anyone runs it
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""
