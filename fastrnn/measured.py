@@ -71,3 +71,37 @@ def why_not_auto(backend: str, problem: LayerProblem) -> Optional[str]:
 def auto_rule(backend: str) -> Callable[[LayerProblem], Optional[str]]:
     """The ``Backend.auto`` function of kernel backend ``backend``."""
     return lambda problem: why_not_auto(backend, problem)
+
+
+# ---------------------------------------------------------------------------- the CPU backend
+
+
+@dataclass(frozen=True)
+class CpuRegion:
+    """Configurations where backend "cpu" was measured faster than torch's CPU kernels."""
+
+    cell: str
+    batch: Tuple[int, int]  # inclusive range of batch_size
+    hidden: Tuple[int, int]  # inclusive range of hidden_size
+    results: str  # what measured it (the README's command and table)
+
+    def contains(self, problem: LayerProblem) -> bool:
+        return (problem.cell.name == self.cell and self.batch[0] <= problem.batch_size <= self.batch[1]
+                and self.hidden[0] <= problem.hidden_size <= self.hidden[1])
+
+
+# instruction set (fastrnn.cpu.isa) -> regions. Keyed by what carries a measurement from one
+# machine to another: the instruction set, the cell, the batch and hidden sizes.
+CPU_FASTER_THAN_TORCH: Dict[str, Tuple[CpuRegion, ...]] = {}
+
+_CPU_NOT_MEASURED = (
+    "not measured faster than torch's CPU kernels for this instruction set, cell, batch and hidden "
+    "size (fastrnn.measured.CPU_FASTER_THAN_TORCH); only run when named"
+)
+
+
+def why_not_auto_cpu(isa: str, problem: LayerProblem) -> Optional[str]:
+    """None when backend "cpu" is measured faster than torch for ``problem`` on ``isa``."""
+    regions = CPU_FASTER_THAN_TORCH.get(isa, ())
+    return None if any(region.contains(problem) for region in regions) else _CPU_NOT_MEASURED
+

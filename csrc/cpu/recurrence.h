@@ -1,0 +1,290 @@
+// The fused recurrence of one layer-direction on the CPU, forward and backward, for one
+// instruction set: isa_<name>.cpp sets FASTRNN_ISA (a namespace), FASTRNN_VEC_BYTES and
+// FASTRNN_ACCUMULATORS, and the compiler's target, then includes this file.
+//
+// Forward, for a tile of MB batch rows, every step t (in processing order):
+//   gh = h_{t-1} W_hh^T: the packed W_hh^T (kernel_args.h) is read panel after panel; NP panels
+//   at a time, the MB x NP x G output vectors live in registers through the whole k loop (one
+//   broadcast of h per row and k, one load per weight vector), then the cell update runs on them
+//   in registers (pointwise_<cell>.h) and h_t goes to a second state buffer (every panel reads
+//   all of h_{t-1}).
+// Backward, same tile, steps in reverse processing order:
+//   dh_t = dout_t + carried dh; the cell's backward gives dgx_t (and what passes directly to
+//   dh_{t-1}); then dh_{t-1} += dgh_t W_hh, the same register-tiled product over the packed W_hh.
+// Weight gradients and dx are GEMMs over all steps, outside (fastrnn/fused.py).
+//
+// Every output element is a sum over k in increasing order in one accumulator, whatever MB and
+// NP: the results of a row do not depend on how the batch was split into tiles and threads.
+// Lengths (design.md section 4): a row with t >= lengths[b] keeps its state, outputs zero and
+// gets zero gradients at t.
+#pragma once
+
+#include "cells.h"
+#include "kernel_args.h"
+
+namespace fastrnn_cpu {
+namespace FASTRNN_ISA {
+
+#include "vec.h"
+#include "activations.h"
+#include "pointwise_elman.h"
+#include "pointwise_lstm.h"
+#include "pointwise_gru.h"
+
+constexpr int MAX_ROWS = 4;  // batch rows per tile
+
+// Panels per pass: as many as keep MB x NP x G accumulators within the register budget.
+constexpr int panels_per_pass(int accumulators_per_panel) {
+  return FASTRNN_ACCUMULATORS / accumulators_per_panel >= 8   ? 8
+         : FASTRNN_ACCUMULATORS / accumulators_per_panel >= 1 ? FASTRNN_ACCUMULATORS / accumulators_per_panel
+                                                              : 1;
+}
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+// acc[r][j][g] = sum_k a[r * lda + k] * panel_j[k][g], panel_j = panels + j * panel_stride,
+// each panel K rows of G vectors.
+template <int MB, int NP, int G>
+static inline void product(const float* a, long lda, int K, const float* panels, long panel_stride,
+                           vf (&acc)[MB][NP][G]) {
+  for (int r = 0; r < MB; ++r)
+    for (int j = 0; j < NP; ++j)
+      for (int g = 0; g < G; ++g) acc[r][j][g] = splat(0.0f);
+  for (int k = 0; k < K; ++k) {
+    vf w[NP][G];
+    for (int j = 0; j < NP; ++j)
+      for (int g = 0; g < G; ++g) w[j][g] = load(panels + j * panel_stride + (long)k * G * W + g * W);
+    for (int r = 0; r < MB; ++r) {
+      vf x = splat(a[r * lda + k]);
+      for (int j = 0; j < NP; ++j)
+        for (int g = 0; g < G; ++g) acc[r][j][g] += x * w[j][g];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ forward
+
+struct ForwardStep {
+  const float* gx;  // rows of this tile at step t
+  float* out;
+  float* saved;  // null: not saved
+  const float* h;  // (MB, Hp) h_{t-1}
+  float* h_next;   // (MB, Hp) h_t
+  float* c;        // (MB, Hp) LSTM: c_{t-1}, updated in place to c_t
+  bool active[MAX_ROWS];
+};
+
+template <class Cell, int MB, int NP>
+static inline void forward_panels(const ForwardArgs& a, const ForwardStep& st, int p0) {
+  constexpr int G = Cell::G, S = Cell::S;
+  const int H = a.H, Hp = ((H + W - 1) / W) * W;
+  const long panel_stride = (long)H * G * W;
+  vf acc[MB][NP][G];
+  product<MB, NP, G>(st.h, Hp, H, a.packed + p0 * panel_stride, panel_stride, acc);
+  for (int j = 0; j < NP; ++j) {
+    const int u0 = (p0 + j) * W, n = imin(W, H - u0);
+    for (int r = 0; r < MB; ++r) {
+      float* out = st.out + (long)r * H + u0;
+      if (!st.active[r]) {
+        store(st.h_next + r * Hp + u0, load(st.h + r * Hp + u0));
+        zero_n(out, n);
+        continue;
+      }
+      vf gx[G];
+      for (int g = 0; g < G; ++g) gx[g] = load_n(st.gx + (long)r * G * H + g * H + u0, n);
+      if (Cell::gru && a.b_hn) acc[r][j][2] += load_n(a.b_hn + u0, n);
+      vf c = Cell::has_c ? load(st.c + r * Hp + u0) : splat(0.0f);
+      vf saved[S > 0 ? S : 1];
+      vf h = Cell::forward(gx, acc[r][j], load(st.h + r * Hp + u0), c, saved);
+      store(st.h_next + r * Hp + u0, h);
+      store_n(out, h, n);
+      if (Cell::has_c) store(st.c + r * Hp + u0, c);
+      if (st.saved)
+        for (int s = 0; s < S; ++s) store_n(st.saved + (long)r * S * H + s * H + u0, saved[s], n);
+    }
+  }
+}
+
+template <class Cell, int MB>
+static void forward_tile(const ForwardArgs& a, int b0, float* ws) {
+  constexpr int G = Cell::G, S = Cell::S, NP = panels_per_pass(MB * G);
+  const int H = a.H, T = a.T, B = a.B, P = (H + W - 1) / W, Hp = P * W;
+  float* h = ws;
+  float* h_next = ws + MB * Hp;
+  float* c = ws + 2 * MB * Hp;
+  int len[MB];
+  for (int r = 0; r < MB; ++r) {
+    const int b = b0 + r;
+    len[r] = a.lengths[b];
+    copy_n(h + r * Hp, a.h0 + (long)b * H, H);
+    if (Cell::has_c) copy_n(c + r * Hp, a.c0 + (long)b * H, H);
+  }
+  ForwardStep st;
+  for (int s = 0; s < T; ++s) {
+    const int t = a.reverse ? T - 1 - s : s;
+    const long row = (long)t * B + b0;
+    bool any = false;
+    for (int r = 0; r < MB; ++r) any |= (st.active[r] = t < len[r]);
+    st.out = a.out + row * H;
+    if (!any) {  // the whole tile is past its lengths: states stay, outputs are zero
+      zero_n(st.out, MB * H);
+      continue;
+    }
+    st.gx = a.gx + row * G * H;
+    st.saved = a.saved ? a.saved + row * S * H : nullptr;
+    st.h = h, st.h_next = h_next, st.c = c;
+    int p = 0;
+    for (; p + NP <= P; p += NP) forward_panels<Cell, MB, NP>(a, st, p);
+    for (; p < P; ++p) forward_panels<Cell, MB, 1>(a, st, p);
+    float* swap = h;
+    h = h_next, h_next = swap;
+  }
+  for (int r = 0; r < MB; ++r) {
+    copy_n(a.h_n + (long)(b0 + r) * H, h + r * Hp, H);
+    if (Cell::has_c) copy_n(a.c_n + (long)(b0 + r) * H, c + r * Hp, H);
+  }
+}
+
+// ------------------------------------------------------------------------------------ backward
+
+template <int MB, int NP>
+static inline void backward_panels(const BackwardArgs& a, const float* dg, float* dh, int p0) {
+  const int H = a.H, Hp = ((H + W - 1) / W) * W, K = num_gates(a.cell) * H;
+  const long panel_stride = (long)K * W;
+  vf acc[MB][NP][1];
+  product<MB, NP, 1>(dg, K, K, a.packed + p0 * panel_stride, panel_stride, acc);
+  for (int j = 0; j < NP; ++j)
+    for (int r = 0; r < MB; ++r) {
+      float* d = dh + r * Hp + (p0 + j) * W;
+      store(d, load(d) + acc[r][j][0]);
+    }
+}
+
+// The cell's backward for row r of the tile at step t: dgx, dghn and dg (the gradient of gh, the
+// left operand of the product with W_hh) for all units; dh (in place) becomes what passes
+// directly to dh_{t-1}, dc becomes dc_{t-1}.
+template <class Cell>
+static inline void backward_row(const BackwardArgs& a, int t, int b, int len, float* dh, float* dc, float* dg) {
+  constexpr int G = Cell::G, S = Cell::S;
+  const int H = a.H, B = a.B;
+  const long row = (long)t * B + b;
+  // The state before step t: the previous active step's, or the initial state.
+  const bool first = a.reverse ? t + 1 >= len : t == 0;
+  const long prev = a.reverse ? row + B : row - B;
+  const float* h_prev = first ? a.h0 + (long)b * H : a.out + prev * H;
+  const float* c_prev = first ? (Cell::has_c ? a.c0 + (long)b * H : nullptr) : a.saved + prev * S * H + 4 * H;
+  const float* saved = a.saved + row * S * H;
+  for (int u0 = 0; u0 < H; u0 += W) {
+    const int n = imin(W, H - u0);
+    vf dhv = load(dh + u0) + load_n(a.dout + row * H + u0, n);
+    vf dcv = Cell::has_c ? load(dc + u0) : splat(0.0f);
+    vf sv[S > 0 ? S : 1];
+    for (int s = 0; s < S; ++s) sv[s] = load_n(saved + s * H + u0, n);
+    vf h_new = Cell::needs_out ? load_n(a.out + row * H + u0, n) : splat(0.0f);
+    vf hp = Cell::needs_hprev ? load_n(h_prev + u0, n) : splat(0.0f);
+    vf cp = Cell::has_c ? load_n(c_prev + u0, n) : splat(0.0f);
+    vf dgx[G], dghn = splat(0.0f), direct;
+    Cell::backward(dhv, dcv, sv, h_new, hp, cp, dgx, dghn, direct);
+    for (int g = 0; g < G; ++g) {
+      store_n(a.dgx + row * G * H + g * H + u0, dgx[g], n);
+      store_n(dg + g * H + u0, (Cell::gru && g == 2) ? dghn : dgx[g], n);
+    }
+    if (Cell::gru) store_n(a.dghn + row * H + u0, dghn, n);
+    store(dh + u0, direct);
+    if (Cell::has_c) store(dc + u0, dcv);
+  }
+}
+
+template <class Cell, int MB>
+static void backward_tile(const BackwardArgs& a, int b0, float* ws) {
+  constexpr int G = Cell::G, NP = panels_per_pass(MB);
+  const int H = a.H, T = a.T, B = a.B, P = (H + W - 1) / W, Hp = P * W;
+  float* dh = ws;
+  float* dc = ws + MB * Hp;
+  float* dg = ws + 2 * MB * Hp;  // (MB, G*H)
+  int len[MB];
+  for (int r = 0; r < MB; ++r) {
+    const int b = b0 + r;
+    len[r] = a.lengths[b];
+    copy_n(dh + r * Hp, a.dh_n + (long)b * H, H);
+    if (Cell::has_c) copy_n(dc + r * Hp, a.dc_n + (long)b * H, H);
+  }
+  for (int s = 0; s < T; ++s) {
+    const int t = a.reverse ? s : T - 1 - s;
+    const long row = (long)t * B + b0;
+    bool any = false;
+    for (int r = 0; r < MB; ++r) {
+      if (t < len[r]) {
+        any = true;
+        backward_row<Cell>(a, t, b0 + r, len[r], dh + r * Hp, dc + r * Hp, dg + r * G * H);
+      } else {  // inactive: zero gradients at t; dh and dc pass through unchanged
+        zero_n(a.dgx + (row + r) * G * H, G * H);
+        if (Cell::gru) zero_n(a.dghn + (row + r) * H, H);
+        zero_n(dg + r * G * H, G * H);
+      }
+    }
+    if (!any) continue;
+    int p = 0;
+    for (; p + NP <= P; p += NP) backward_panels<MB, NP>(a, dg, dh, p);
+    for (; p < P; ++p) backward_panels<MB, 1>(a, dg, dh, p);
+  }
+  for (int r = 0; r < MB; ++r) {
+    copy_n(a.dh0 + (long)(b0 + r) * H, dh + r * Hp, H);
+    if (Cell::has_c) copy_n(a.dc0 + (long)(b0 + r) * H, dc + r * Hp, H);
+  }
+}
+
+// ------------------------------------------------------------------------------------ entry points
+
+template <class Cell>
+static void forward_cell(const ForwardArgs& a, int b, int b_end, float* ws) {
+  for (; b + MAX_ROWS <= b_end; b += MAX_ROWS) forward_tile<Cell, MAX_ROWS>(a, b, ws);
+  switch (b_end - b) {
+    case 3: forward_tile<Cell, 3>(a, b, ws); break;
+    case 2: forward_tile<Cell, 2>(a, b, ws); break;
+    case 1: forward_tile<Cell, 1>(a, b, ws); break;
+    default: break;
+  }
+}
+
+template <class Cell>
+static void backward_cell(const BackwardArgs& a, int b, int b_end, float* ws) {
+  for (; b + MAX_ROWS <= b_end; b += MAX_ROWS) backward_tile<Cell, MAX_ROWS>(a, b, ws);
+  switch (b_end - b) {
+    case 3: backward_tile<Cell, 3>(a, b, ws); break;
+    case 2: backward_tile<Cell, 2>(a, b, ws); break;
+    case 1: backward_tile<Cell, 1>(a, b, ws); break;
+    default: break;
+  }
+}
+
+// Scratch for one tile: two (MAX_ROWS, Hp) state buffers and (MAX_ROWS, max(Hp, G*H)).
+long workspace_floats(int cell, int H) {
+  const long Hp = (long)((H + W - 1) / W) * W, GH = (long)num_gates(cell) * H;
+  return MAX_ROWS * (2 * Hp + (GH > Hp ? GH : Hp));
+}
+
+void forward_rows(const ForwardArgs& a, int b_begin, int b_end, float* ws) {
+  switch (a.cell) {
+    case RNN_TANH: forward_cell<Elman<false>>(a, b_begin, b_end, ws); break;
+    case RNN_RELU: forward_cell<Elman<true>>(a, b_begin, b_end, ws); break;
+    case LSTM: forward_cell<Lstm>(a, b_begin, b_end, ws); break;
+    case GRU: forward_cell<Gru>(a, b_begin, b_end, ws); break;
+    default: break;  // the host checks the cell id
+  }
+}
+
+void backward_rows(const BackwardArgs& a, int b_begin, int b_end, float* ws) {
+  switch (a.cell) {
+    case RNN_TANH: backward_cell<Elman<false>>(a, b_begin, b_end, ws); break;
+    case RNN_RELU: backward_cell<Elman<true>>(a, b_begin, b_end, ws); break;
+    case LSTM: backward_cell<Lstm>(a, b_begin, b_end, ws); break;
+    case GRU: backward_cell<Gru>(a, b_begin, b_end, ws); break;
+    default: break;
+  }
+}
+
+int vector_width() { return W; }
+
+}  // namespace FASTRNN_ISA
+}  // namespace fastrnn_cpu
