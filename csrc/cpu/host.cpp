@@ -8,6 +8,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -93,13 +94,19 @@ void over_rows(int64_t B, long workspace_floats, const Run& run) {
   });
 }
 
+// A new output tensor; NaN-filled when poison is set (the tests: an element the kernel leaves
+// unwritten shows up as NaN instead of whatever memory held).
+at::Tensor output(at::IntArrayRef shape, const at::TensorOptions& opts, bool poison) {
+  return poison ? at::full(shape, std::numeric_limits<float>::quiet_NaN(), opts) : at::empty(shape, opts);
+}
+
 at::Tensor optional_or_empty(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
 // -> (out, h_n, c_n (LSTM, else empty), saved (empty unless save))
 std::vector<at::Tensor> forward(int64_t isa_id, int64_t cell, bool reverse, const at::Tensor& gx,
                                 const at::Tensor& packed, const c10::optional<at::Tensor>& b_hn_opt,
                                 const at::Tensor& h0, const c10::optional<at::Tensor>& c0_opt,
-                                const at::Tensor& lengths, bool save) {
+                                const at::Tensor& lengths, bool save, bool poison) {
   const Isa& isa = isa_of(isa_id);
   check_cell(cell);
   TORCH_CHECK(gx.dim() == 3 && h0.dim() == 2, "fastrnn._cpu.forward: gx must be (T, B, G*H) and h0 (B, H), got ",
@@ -118,9 +125,9 @@ std::vector<at::Tensor> forward(int64_t isa_id, int64_t cell, bool reverse, cons
   if (c0.defined()) check_tensor(c0, "c0", {B, H});
 
   auto opts = gx.options();
-  at::Tensor out = at::empty({T, B, H}, opts), h_n = at::empty({B, H}, opts);
-  at::Tensor c_n = cell == LSTM ? at::empty({B, H}, opts) : at::empty({0}, opts);
-  at::Tensor saved = save && S > 0 ? at::empty({T, B, S * H}, opts) : at::empty({0}, opts);
+  at::Tensor out = output({T, B, H}, opts, poison), h_n = output({B, H}, opts, poison);
+  at::Tensor c_n = cell == LSTM ? output({B, H}, opts, poison) : at::empty({0}, opts);
+  at::Tensor saved = save && S > 0 ? output({T, B, S * H}, opts, poison) : at::empty({0}, opts);
   ForwardArgs a;
   a.cell = (int)cell, a.T = (int)T, a.B = (int)B, a.H = (int)H, a.reverse = reverse;
   a.gx = gx.data_ptr<float>(), a.packed = packed.data_ptr<float>();
@@ -140,7 +147,7 @@ std::vector<at::Tensor> backward(int64_t isa_id, int64_t cell, bool reverse, con
                                  const at::Tensor& dh_n, const c10::optional<at::Tensor>& dc_n_opt,
                                  const at::Tensor& packed, const at::Tensor& saved, const at::Tensor& out,
                                  const at::Tensor& h0, const c10::optional<at::Tensor>& c0_opt,
-                                 const at::Tensor& lengths) {
+                                 const at::Tensor& lengths, bool poison) {
   const Isa& isa = isa_of(isa_id);
   check_cell(cell);
   TORCH_CHECK(out.dim() == 3, "fastrnn._cpu.backward: out must be (T, B, H), got ", out.sizes());
@@ -162,9 +169,9 @@ std::vector<at::Tensor> backward(int64_t isa_id, int64_t cell, bool reverse, con
     check_tensor(c0, "c0", {B, H});
   }
   auto opts = out.options();
-  at::Tensor dgx = at::empty({T, B, G * H}, opts), dh0 = at::empty({B, H}, opts);
-  at::Tensor dghn = cell == GRU ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
-  at::Tensor dc0 = cell == LSTM ? at::empty({B, H}, opts) : at::empty({0}, opts);
+  at::Tensor dgx = output({T, B, G * H}, opts, poison), dh0 = output({B, H}, opts, poison);
+  at::Tensor dghn = cell == GRU ? output({T, B, H}, opts, poison) : at::empty({0}, opts);
+  at::Tensor dc0 = cell == LSTM ? output({B, H}, opts, poison) : at::empty({0}, opts);
   BackwardArgs a;
   a.cell = (int)cell, a.T = (int)T, a.B = (int)B, a.H = (int)H, a.reverse = reverse;
   a.dout = dout.data_ptr<float>(), a.dh_n = dh_n.data_ptr<float>();

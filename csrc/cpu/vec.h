@@ -17,9 +17,10 @@ typedef float vf_u __attribute__((vector_size(FASTRNN_VEC_BYTES), aligned(4), ma
 static inline vf load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
 static inline void store(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
 static inline vf splat(float s) {
-  vf v;  // not vf{} + s: adding zero is not free (-0 + 0 = +0), a broadcast is
-  for (int i = 0; i < W; ++i) v[i] = s;
-  return v;
+  // -0 + s == s for every s (so this folds to one broadcast); +0 + s is not (-0 + +0 = +0)
+  // and costs an add, and a lane-by-lane fill compiles to one masked insert per lane.
+  vf negative_zero = -vf{};
+  return negative_zero + s;
 }
 
 // The first n (< W) floats, the rest zero: the last, partial vector of a row of H values.

@@ -35,6 +35,8 @@ GRU, LSTM = CELLS["gru"], CELLS["lstm"]
 # How many times each kernel ran in this process ("forward", "backward"): the tests read it to
 # prove the CPU kernels (not a fallback) ran.
 LAUNCHES: collections.Counter = collections.Counter()
+# Tests set this: kernel outputs start NaN-filled, so an element left unwritten cannot pass.
+POISON = False
 
 
 def _width(isa: str) -> int:
@@ -54,7 +56,7 @@ class CpuLayer(torch.autograd.Function):
         save = any(ctx.needs_input_grad[3:])  # a backward may follow
         out, h_t, c_t, saved = _cpu.forward(
             isa_module.isa_id(isa), cell.kernel_id, reverse, gx, packed(w_hh, cell.num_gates, width, "forward"),
-            b_hn, h0.contiguous(), c0.contiguous() if cell is LSTM else None, lengths, save)
+            b_hn, h0.contiguous(), c0.contiguous() if cell is LSTM else None, lengths, save, POISON)
         LAUNCHES["forward"] += 1
         ctx.isa = isa
         save_inputs(ctx, cell_name, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, out, saved)
@@ -78,7 +80,7 @@ class CpuLayer(torch.autograd.Function):
             c0_arg = c0.contiguous()
         dgx, dghn, dh0, dc0 = _cpu.backward(
             isa_module.isa_id(ctx.isa), cell.kernel_id, ctx.reverse, dout, dh_t, dc_arg,
-            packed(w_hh, cell.num_gates, _width(ctx.isa), "backward"), saved, out, h0.contiguous(), c0_arg, lengths)
+            packed(w_hh, cell.num_gates, _width(ctx.isa), "backward"), saved, out, h0.contiguous(), c0_arg, lengths, POISON)
         LAUNCHES["backward"] += 1
         return backward_outputs(ctx, cell is GRU, cell is LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
 
