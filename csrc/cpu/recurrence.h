@@ -31,7 +31,15 @@ namespace FASTRNN_ISA {
 #include "pointwise_lstm.h"
 #include "pointwise_gru.h"
 
-constexpr int MAX_ROWS = 4;  // batch rows per tile
+constexpr int MAX_ROWS = 8;  // batch rows per tile
+
+// Rows per forward tile: as many as fit the register budget with one panel of G gates, so a
+// weight vector loaded once serves MB rows (at B >= 8 the weights are read from cache half as
+// often as with 4 rows; the broadcasts of h come from L1).
+template <class Cell>
+constexpr int forward_rows() {
+  return FASTRNN_ACCUMULATORS / Cell::G >= MAX_ROWS ? MAX_ROWS : FASTRNN_ACCUMULATORS / Cell::G;
+}
 
 // Panels per pass: as many as keep MB x NP x G accumulators within the register budget.
 constexpr int panels_per_pass(int accumulators_per_panel) {
@@ -236,27 +244,30 @@ static void backward_tile(const BackwardArgs& a, int b0, float* ws) {
 
 // ------------------------------------------------------------------------------------ entry points
 
+// Tiles of R rows, then one tile of the remaining rows.
+#define FASTRNN_TILES(TILE, R)                                 \
+  for (; b + R <= b_end; b += R) TILE<Cell, R>(a, b, ws);      \
+  switch (b_end - b) {                                         \
+    case 7: if constexpr (R > 7) TILE<Cell, 7>(a, b, ws); break; \
+    case 6: if constexpr (R > 6) TILE<Cell, 6>(a, b, ws); break; \
+    case 5: if constexpr (R > 5) TILE<Cell, 5>(a, b, ws); break; \
+    case 4: if constexpr (R > 4) TILE<Cell, 4>(a, b, ws); break; \
+    case 3: if constexpr (R > 3) TILE<Cell, 3>(a, b, ws); break; \
+    case 2: if constexpr (R > 2) TILE<Cell, 2>(a, b, ws); break; \
+    case 1: if constexpr (R > 1) TILE<Cell, 1>(a, b, ws); break; \
+    default: break;                                            \
+  }
+
 template <class Cell>
 static void forward_cell(const ForwardArgs& a, int b, int b_end, float* ws) {
-  for (; b + MAX_ROWS <= b_end; b += MAX_ROWS) forward_tile<Cell, MAX_ROWS>(a, b, ws);
-  switch (b_end - b) {
-    case 3: forward_tile<Cell, 3>(a, b, ws); break;
-    case 2: forward_tile<Cell, 2>(a, b, ws); break;
-    case 1: forward_tile<Cell, 1>(a, b, ws); break;
-    default: break;
-  }
+  FASTRNN_TILES(forward_tile, forward_rows<Cell>())
 }
 
 template <class Cell>
 static void backward_cell(const BackwardArgs& a, int b, int b_end, float* ws) {
-  for (; b + MAX_ROWS <= b_end; b += MAX_ROWS) backward_tile<Cell, MAX_ROWS>(a, b, ws);
-  switch (b_end - b) {
-    case 3: backward_tile<Cell, 3>(a, b, ws); break;
-    case 2: backward_tile<Cell, 2>(a, b, ws); break;
-    case 1: backward_tile<Cell, 1>(a, b, ws); break;
-    default: break;
-  }
+  FASTRNN_TILES(backward_tile, MAX_ROWS)
 }
+#undef FASTRNN_TILES
 
 // Scratch for one tile: two (MAX_ROWS, Hp) state buffers and (MAX_ROWS, max(Hp, G*H)).
 long workspace_floats(int cell, int H) {
