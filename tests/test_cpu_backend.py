@@ -154,11 +154,12 @@ def test_forced_unknown_or_unsupported_instruction_set_raises(monkeypatch, auto_
     assert choice.backend == "torch" and "FASTRNN_CPU_ISA" in choice.skipped["cpu"]
 
 
+@pytest.mark.parametrize("B", [11, 3])  # 11: rows split over threads; 3: a team splits the units
 @pytest.mark.parametrize("cell_name", CELL_NAMES)
-def test_thread_count_changes_no_bit(cell_name):
-    """Rows are split over torch's threads; every split gives the same bits (kernel outputs)."""
+def test_thread_count_changes_no_bit(cell_name, B):
+    """Every thread count gives the same bits (kernel outputs), and they match the reference."""
     cell = CELLS[cell_name]
-    T, B, H = 6, 11, 40
+    T, H = 6, 100
     inputs = [t.float() for t in make_layer_inputs(cell, T, B, 13, H, "cpu") if t is not None]
     x, h0 = inputs[0], inputs[1]
     c0 = inputs[2] if cell.has_cell_state else None
@@ -187,6 +188,10 @@ def test_thread_count_changes_no_bit(cell_name):
     for other in results[1:]:
         for a, b in zip(results[0], other):  # saved activations of inactive steps stay NaN (poison)
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    with torch.no_grad():
+        expected = reference_layer(cell, *(t.double() if t is not None else None for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh)),
+                                   None, lengths, True)
+    assert rel_err(results[-1][0], expected[0]) < FP32_TOL and rel_err(results[-1][1], expected[1]) < FP32_TOL
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])

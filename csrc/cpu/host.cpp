@@ -10,6 +10,7 @@
 
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cells.h"
@@ -23,15 +24,21 @@ struct Isa {
   void (*forward)(const ForwardArgs&, int, int, float*);
   void (*backward)(const BackwardArgs&, int, int, float*);
   long (*workspace)(int, int);
+  void (*forward_team)(const ForwardArgs&, int, int, float*, int*);
+  void (*backward_team)(const BackwardArgs&, int, int, float*, int*);
+  int (*team_rows)(int);
+  long (*team_workspace)(int, int);
   int (*width)();
 };
 
 // Index = the isa id the Python side passes (fastrnn/cpu/isa.py ISAS, in this order).
-const Isa ISAS[] = {
-    {"portable", portable::forward_rows, portable::backward_rows, portable::workspace_floats, portable::vector_width},
-    {"avx2", avx2::forward_rows, avx2::backward_rows, avx2::workspace_floats, avx2::vector_width},
-    {"avx512", avx512::forward_rows, avx512::backward_rows, avx512::workspace_floats, avx512::vector_width},
-};
+#define FASTRNN_ISA_ENTRY(ns)                                                                              \
+  {                                                                                                        \
+#ns, ns::forward_rows, ns::backward_rows, ns::workspace_floats, ns::forward_team, ns::backward_team, \
+        ns::team_rows, ns::team_workspace_floats, ns::vector_width                                         \
+  }
+const Isa ISAS[] = {FASTRNN_ISA_ENTRY(portable), FASTRNN_ISA_ENTRY(avx2), FASTRNN_ISA_ENTRY(avx512)};
+#undef FASTRNN_ISA_ENTRY
 constexpr int NUM_ISAS = sizeof(ISAS) / sizeof(ISAS[0]);
 
 bool cpu_has(int isa) {
@@ -83,6 +90,29 @@ void check_sizes(int64_t T, int64_t B, int64_t H) {
   TORCH_CHECK(T >= 1 && B >= 1 && H >= 1, "fastrnn._cpu: T, B and H must be positive, got ", T, ", ", B, ", ", H);
   TORCH_CHECK(T < (1LL << 31) && B < (1LL << 31) && 4 * H < (1LL << 31),
               "fastrnn._cpu: T, B and 4*H must each be below 2^31, got ", T, ", ", B, ", ", H);
+}
+
+// How many threads share one small batch's hidden units (recurrence.h, teams): torch's thread
+// count, when the batch fits one register tile and every thread gets at least two panels of
+// units; 1 otherwise (then rows are split over threads, if there are several rows).
+int team_size(const Isa& isa, int64_t cell, int64_t B, int64_t H) {
+  const int64_t threads = at::get_num_threads(), panels = (H + isa.width() - 1) / isa.width();
+  if (threads < 2 || B > isa.team_rows((int)cell) || panels < 2 * threads) return 1;
+  return (int)threads;
+}
+
+// Runs member(tid, n, workspace, barrier) on n threads at once (this one and n - 1 new ones:
+// the barrier needs every member running, which a thread pool that may run chunks one after
+// another cannot promise).
+template <class Member>
+void run_team(int n, long workspace_floats, const Member& member) {
+  std::vector<float> workspace(workspace_floats, 0.0f);
+  std::vector<int> barrier(32, 0);
+  std::vector<std::thread> others;
+  others.reserve(n - 1);
+  for (int tid = 1; tid < n; ++tid) others.emplace_back([&, tid] { member(tid, n, workspace.data(), barrier.data()); });
+  member(0, n, workspace.data(), barrier.data());
+  for (auto& thread : others) thread.join();
 }
 
 // Rows [0, B) over torch's threads, each chunk with its own zeroed scratch.
@@ -137,8 +167,13 @@ std::vector<at::Tensor> forward(int64_t isa_id, int64_t cell, bool reverse, cons
   a.out = out.data_ptr<float>(), a.h_n = h_n.data_ptr<float>();
   a.c_n = cell == LSTM ? c_n.data_ptr<float>() : nullptr;
   a.saved = saved.numel() ? saved.data_ptr<float>() : nullptr;
-  over_rows(B, isa.workspace((int)cell, (int)H),
-            [&](int begin, int end, float* ws) { isa.forward(a, begin, end, ws); });
+  const int team = team_size(isa, cell, B, H);
+  if (team > 1)
+    run_team(team, isa.team_workspace((int)cell, (int)H),
+             [&](int tid, int n, float* ws, int* bar) { isa.forward_team(a, tid, n, ws, bar); });
+  else
+    over_rows(B, isa.workspace((int)cell, (int)H),
+              [&](int begin, int end, float* ws) { isa.forward(a, begin, end, ws); });
   return {out, h_n, c_n, saved};
 }
 
@@ -183,8 +218,13 @@ std::vector<at::Tensor> backward(int64_t isa_id, int64_t cell, bool reverse, con
   a.lengths = lengths.data_ptr<int32_t>();
   a.dgx = dgx.data_ptr<float>(), a.dghn = cell == GRU ? dghn.data_ptr<float>() : nullptr;
   a.dh0 = dh0.data_ptr<float>(), a.dc0 = cell == LSTM ? dc0.data_ptr<float>() : nullptr;
-  over_rows(B, isa.workspace((int)cell, (int)H),
-            [&](int begin, int end, float* ws) { isa.backward(a, begin, end, ws); });
+  const int team = team_size(isa, cell, B, H);
+  if (team > 1)
+    run_team(team, isa.team_workspace((int)cell, (int)H),
+             [&](int tid, int n, float* ws, int* bar) { isa.backward_team(a, tid, n, ws, bar); });
+  else
+    over_rows(B, isa.workspace((int)cell, (int)H),
+              [&](int begin, int end, float* ws) { isa.backward(a, begin, end, ws); });
   return {dgx, dghn, dh0, dc0};
 }
 

@@ -19,6 +19,8 @@
 // gets zero gradients at t.
 #pragma once
 
+#include <sched.h>
+
 #include "cells.h"
 #include "kernel_args.h"
 
@@ -169,10 +171,11 @@ static inline void backward_panels(const BackwardArgs& a, const float* dg, float
 }
 
 // The cell's backward for row r of the tile at step t: dgx, dghn and dg (the gradient of gh, the
-// left operand of the product with W_hh) for all units; dh (in place) becomes what passes
-// directly to dh_{t-1}, dc becomes dc_{t-1}.
+// left operand of the product with W_hh) for units [u_begin, u_end) (u_begin a multiple of W);
+// dh (in place) becomes what passes directly to dh_{t-1}, dc becomes dc_{t-1}.
 template <class Cell>
-static inline void backward_row(const BackwardArgs& a, int t, int b, int len, float* dh, float* dc, float* dg) {
+static inline void backward_row(const BackwardArgs& a, int t, int b, int len, float* dh, float* dc, float* dg,
+                                int u_begin, int u_end) {
   constexpr int G = Cell::G, S = Cell::S;
   const int H = a.H, B = a.B;
   const long row = (long)t * B + b;
@@ -182,8 +185,8 @@ static inline void backward_row(const BackwardArgs& a, int t, int b, int len, fl
   const float* h_prev = first ? a.h0 + (long)b * H : a.out + prev * H;
   const float* c_prev = first ? (Cell::has_c ? a.c0 + (long)b * H : nullptr) : a.saved + prev * S * H + 4 * H;
   const float* saved = a.saved + row * S * H;
-  for (int u0 = 0; u0 < H; u0 += W) {
-    const int n = imin(W, H - u0);
+  for (int u0 = u_begin; u0 < u_end; u0 += W) {
+    const int n = imin(W, u_end - u0);
     vf dhv = load(dh + u0) + load_n(a.dout + row * H + u0, n);
     vf dcv = Cell::has_c ? load(dc + u0) : splat(0.0f);
     vf sv[S > 0 ? S : 1];
@@ -224,7 +227,7 @@ static void backward_tile(const BackwardArgs& a, int b0, float* ws) {
     for (int r = 0; r < MB; ++r) {
       if (t < len[r]) {
         any = true;
-        backward_row<Cell>(a, t, b0 + r, len[r], dh + r * Hp, dc + r * Hp, dg + r * G * H);
+        backward_row<Cell>(a, t, b0 + r, len[r], dh + r * Hp, dc + r * Hp, dg + r * G * H, 0, H);
       } else {  // inactive: zero gradients at t; dh and dc pass through unchanged
         zero_n(a.dgx + (row + r) * G * H, G * H);
         if (Cell::gru) zero_n(a.dghn + (row + r) * H, H);
@@ -241,6 +244,146 @@ static void backward_tile(const BackwardArgs& a, int b0, float* ws) {
     if (Cell::has_c) copy_n(a.dc0 + (long)(b0 + r) * H, dc + r * Hp, H);
   }
 }
+
+
+// ------------------------------------------------------------------------------------ teams
+//
+// Small batches (all rows in one tile) on several threads: each of n threads owns a contiguous
+// range of panels (hidden units) for all T steps, so its share of the packed weights stays in
+// its own core's cache, and the threads meet at one barrier per step:
+//   forward:  product and cell update of its units from the shared h_{t-1}, writes its units of
+//             h_t (double-buffered); barrier.
+//   backward: cell backward of its units (dg, double-buffered); barrier; its units of
+//             dh_{t-1} += dg W_hh. (dh_{t-1} of a unit is read only by its owner.)
+// Each unit is computed exactly as by one thread (same k order): the same bits for any n.
+
+// Sense-reversing barrier on bar[0] (arrivals) and bar[16] (sense; another cache line).
+static inline void team_barrier(int* bar, int n, int& sense) {
+  sense ^= 1;
+  if (__atomic_add_fetch(&bar[0], 1, __ATOMIC_ACQ_REL) == n) {
+    __atomic_store_n(&bar[0], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&bar[16], sense, __ATOMIC_RELEASE);
+    return;
+  }
+  for (int spins = 0; __atomic_load_n(&bar[16], __ATOMIC_ACQUIRE) != sense; ++spins) {
+    if (spins > 2000) sched_yield();  // a shared machine may have descheduled a team member
+#if defined(__x86_64__) || defined(__i386__)
+    else __builtin_ia32_pause();
+#endif
+  }
+}
+
+template <class Cell, int MB>
+static void forward_team_tile(const ForwardArgs& a, int tid, int n, float* ws, int* bar) {
+  constexpr int G = Cell::G, S = Cell::S, NP = panels_per_pass(MB * G);
+  const int H = a.H, T = a.T, B = a.B, P = (H + W - 1) / W, Hp = P * W;
+  const int p_lo = (int)((long)P * tid / n), p_hi = (int)((long)P * (tid + 1) / n);
+  const int u_lo = p_lo * W, u_hi = imin(H, p_hi * W), nu = u_hi > u_lo ? u_hi - u_lo : 0;
+  float* h = ws;
+  float* h_next = ws + MB * Hp;
+  float* c = ws + 2 * MB * Hp;
+  int len[MB], sense = 0;
+  for (int r = 0; r < MB; ++r) {
+    len[r] = a.lengths[r];
+    copy_n(h + r * Hp + u_lo, a.h0 + (long)r * H + u_lo, nu);
+    if (Cell::has_c) copy_n(c + r * Hp + u_lo, a.c0 + (long)r * H + u_lo, nu);
+  }
+  team_barrier(bar, n, sense);
+  ForwardStep st;
+  for (int s = 0; s < T; ++s) {
+    const int t = a.reverse ? T - 1 - s : s;
+    const long row = (long)t * B;
+    bool any = false;
+    for (int r = 0; r < MB; ++r) any |= (st.active[r] = t < len[r]);
+    st.out = a.out + row * H;
+    if (!any) {
+      for (int r = 0; r < MB; ++r) zero_n(st.out + (long)r * H + u_lo, nu);
+      continue;
+    }
+    st.gx = a.gx + row * G * H;
+    st.saved = a.saved ? a.saved + row * S * H : nullptr;
+    st.h = h, st.h_next = h_next, st.c = c;
+    int p = p_lo;
+    for (; p + NP <= p_hi; p += NP) forward_panels<Cell, MB, NP>(a, st, p);
+    for (; p < p_hi; ++p) forward_panels<Cell, MB, 1>(a, st, p);
+    team_barrier(bar, n, sense);
+    float* swap = h;
+    h = h_next, h_next = swap;
+  }
+  for (int r = 0; r < MB; ++r) {
+    copy_n(a.h_n + (long)r * H + u_lo, h + r * Hp + u_lo, nu);
+    if (Cell::has_c) copy_n(a.c_n + (long)r * H + u_lo, c + r * Hp + u_lo, nu);
+  }
+}
+
+template <class Cell, int MB>
+static void backward_team_tile(const BackwardArgs& a, int tid, int n, float* ws, int* bar) {
+  constexpr int G = Cell::G, NP = panels_per_pass(MB);
+  const int H = a.H, T = a.T, B = a.B, P = (H + W - 1) / W, Hp = P * W;
+  const int p_lo = (int)((long)P * tid / n), p_hi = (int)((long)P * (tid + 1) / n);
+  const int u_lo = p_lo * W, u_hi = imin(H, p_hi * W), nu = u_hi > u_lo ? u_hi - u_lo : 0;
+  float* dh = ws;
+  float* dc = ws + MB * Hp;
+  float* dg_buffers[2] = {ws + 2 * MB * Hp, ws + 2 * MB * Hp + MB * G * H};
+  int len[MB], sense = 0, parity = 0;
+  for (int r = 0; r < MB; ++r) {
+    len[r] = a.lengths[r];
+    copy_n(dh + r * Hp + u_lo, a.dh_n + (long)r * H + u_lo, nu);
+    if (Cell::has_c) copy_n(dc + r * Hp + u_lo, a.dc_n + (long)r * H + u_lo, nu);
+  }
+  for (int s = 0; s < T; ++s) {
+    const int t = a.reverse ? s : T - 1 - s;
+    const long row = (long)t * B;
+    float* dg = dg_buffers[parity];
+    bool any = false;
+    for (int r = 0; r < MB; ++r) any |= t < len[r];
+    for (int r = 0; r < MB; ++r) {
+      if (t < len[r]) {
+        backward_row<Cell>(a, t, r, len[r], dh + r * Hp, dc + r * Hp, dg + r * G * H, u_lo, u_hi);
+        continue;
+      }
+      for (int g = 0; g < G; ++g) {
+        zero_n(a.dgx + (row + r) * G * H + g * H + u_lo, nu);
+        zero_n(dg + r * G * H + g * H + u_lo, nu);
+      }
+      if (Cell::gru) zero_n(a.dghn + (row + r) * H + u_lo, nu);
+    }
+    if (!any) continue;  // every thread sees the same lengths: all skip the barrier together
+    team_barrier(bar, n, sense);
+    int p = p_lo;
+    for (; p + NP <= p_hi; p += NP) backward_panels<MB, NP>(a, dg, dh, p);
+    for (; p < p_hi; ++p) backward_panels<MB, 1>(a, dg, dh, p);
+    parity ^= 1;
+  }
+  for (int r = 0; r < MB; ++r) {
+    copy_n(a.dh0 + (long)r * H + u_lo, dh + r * Hp + u_lo, nu);
+    if (Cell::has_c) copy_n(a.dc0 + (long)r * H + u_lo, dc + r * Hp + u_lo, nu);
+  }
+}
+
+#define FASTRNN_TEAM(TILE, Cell)                                   \
+  switch (a.B) {                                                   \
+    case 8: if constexpr (forward_rows<Cell>() >= 8) TILE<Cell, 8>(a, tid, n, ws, bar); break; \
+    case 7: if constexpr (forward_rows<Cell>() >= 7) TILE<Cell, 7>(a, tid, n, ws, bar); break; \
+    case 6: if constexpr (forward_rows<Cell>() >= 6) TILE<Cell, 6>(a, tid, n, ws, bar); break; \
+    case 5: if constexpr (forward_rows<Cell>() >= 5) TILE<Cell, 5>(a, tid, n, ws, bar); break; \
+    case 4: if constexpr (forward_rows<Cell>() >= 4) TILE<Cell, 4>(a, tid, n, ws, bar); break; \
+    case 3: if constexpr (forward_rows<Cell>() >= 3) TILE<Cell, 3>(a, tid, n, ws, bar); break; \
+    case 2: if constexpr (forward_rows<Cell>() >= 2) TILE<Cell, 2>(a, tid, n, ws, bar); break; \
+    case 1: TILE<Cell, 1>(a, tid, n, ws, bar); break;               \
+    default: break;                                                \
+  }
+
+template <class Cell>
+static void forward_team_cell(const ForwardArgs& a, int tid, int n, float* ws, int* bar) {
+  FASTRNN_TEAM(forward_team_tile, Cell)
+}
+
+template <class Cell>
+static void backward_team_cell(const BackwardArgs& a, int tid, int n, float* ws, int* bar) {
+  FASTRNN_TEAM(backward_team_tile, Cell)
+}
+#undef FASTRNN_TEAM
 
 // ------------------------------------------------------------------------------------ entry points
 
@@ -291,6 +434,41 @@ void backward_rows(const BackwardArgs& a, int b_begin, int b_end, float* ws) {
     case RNN_RELU: backward_cell<Elman<true>>(a, b_begin, b_end, ws); break;
     case LSTM: backward_cell<Lstm>(a, b_begin, b_end, ws); break;
     case GRU: backward_cell<Gru>(a, b_begin, b_end, ws); break;
+    default: break;
+  }
+}
+
+int team_rows(int cell) {
+  switch (cell) {
+    case RNN_TANH:
+    case RNN_RELU: return forward_rows<Elman<false>>();
+    case LSTM: return forward_rows<Lstm>();
+    case GRU: return forward_rows<Gru>();
+    default: return 0;
+  }
+}
+
+long team_workspace_floats(int cell, int H) {
+  const long Hp = (long)((H + W - 1) / W) * W, GH = (long)num_gates(cell) * H;
+  return MAX_ROWS * (3 * Hp + 2 * GH);
+}
+
+void forward_team(const ForwardArgs& a, int tid, int n, float* ws, int* bar) {
+  switch (a.cell) {
+    case RNN_TANH: forward_team_cell<Elman<false>>(a, tid, n, ws, bar); break;
+    case RNN_RELU: forward_team_cell<Elman<true>>(a, tid, n, ws, bar); break;
+    case LSTM: forward_team_cell<Lstm>(a, tid, n, ws, bar); break;
+    case GRU: forward_team_cell<Gru>(a, tid, n, ws, bar); break;
+    default: break;
+  }
+}
+
+void backward_team(const BackwardArgs& a, int tid, int n, float* ws, int* bar) {
+  switch (a.cell) {
+    case RNN_TANH: backward_team_cell<Elman<false>>(a, tid, n, ws, bar); break;
+    case RNN_RELU: backward_team_cell<Elman<true>>(a, tid, n, ws, bar); break;
+    case LSTM: backward_team_cell<Lstm>(a, tid, n, ws, bar); break;
+    case GRU: backward_team_cell<Gru>(a, tid, n, ws, bar); break;
     default: break;
   }
 }
