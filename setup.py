@@ -44,7 +44,9 @@ def _log(msg):
 BUILD_COMMANDS = {"build", "build_ext", "build_py", "bdist_wheel", "editable_wheel", "develop", "install"}
 
 
-_SKIPPED = {"CUDA_EXTENSION_SKIPPED": None, "CPU_EXTENSION_SKIPPED": None}
+# What fastrnn/_build_info.py records: why each extension was not built (None: it was), and the
+# torch the CPU extension was compiled against (importing it into another torch can crash).
+_SKIPPED = {"CUDA_EXTENSION_SKIPPED": None, "CPU_EXTENSION_SKIPPED": None, "CPU_EXTENSION_TORCH": None}
 
 
 def _record(skipped, name="CUDA_EXTENSION_SKIPPED"):
@@ -182,6 +184,7 @@ def cpu_extensions():
     if sys.platform.startswith("linux"):  # at::parallel_for on torch's OpenMP threads
         flags.append("-fopenmp")
         link.append("-fopenmp")
+    _SKIPPED["CPU_EXTENSION_TORCH"] = torch.__version__
     _record(None, "CPU_EXTENSION_SKIPPED")
     _log("building fastrnn._cpu (AVX-512, AVX2 and portable paths, chosen at run time)")
     return [CppExtension(name="fastrnn._cpu", sources=CPU_SOURCES, extra_compile_args=flags,

@@ -7,7 +7,6 @@ states and the gradients of x, h0, c0 and every parameter. Kernel outputs are Na
 layer tests run on every instruction-set build this CPU supports (FASTRNN_CPU_ISA).
 """
 
-import importlib.util
 import random
 import subprocess
 import sys
@@ -26,8 +25,9 @@ from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
 from kernel_helpers import FP32_TOL, assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
 
-BUILT = importlib.util.find_spec("fastrnn._cpu") is not None
-pytestmark = pytest.mark.skipif(not BUILT, reason=f"fastrnn._cpu is not built here: {cpu_backend.unavailable()}")
+# Built and importable (a build for another torch version fails to import: skipped with the reason).
+BUILT = cpu_backend._extension_error() is None
+pytestmark = pytest.mark.skipif(not BUILT, reason=f"fastrnn._cpu is not usable here: {cpu_backend._extension_error()}")
 
 if BUILT:
     from fastrnn import _cpu
@@ -379,3 +379,13 @@ def test_extension_rejects_bad_arguments_with_clear_messages():
 def test_import_fastrnn_does_not_import_extension():
     code = "import sys, fastrnn; assert 'fastrnn._cpu' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_extension_built_for_another_torch_is_not_loaded(monkeypatch):
+    """A build for another torch version is reported (loading it could crash the process)."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "fastrnn._build_info", types.SimpleNamespace(
+        CPU_EXTENSION_SKIPPED=None, CPU_EXTENSION_TORCH="1.0.0"))
+    why = cpu_backend._extension_error.__wrapped__()
+    assert "compiled against torch 1.0.0" in why and torch.__version__ in why and "rebuild" in why

@@ -33,6 +33,15 @@ EXTENSION_FUNCTIONS = ("forward", "backward", "supported_isas", "vector_width")
 @functools.lru_cache(maxsize=None)
 def _extension_error() -> Optional[str]:
     try:
+        from .._build_info import CPU_EXTENSION_TORCH as built_for
+    except ImportError:  # no record (not built by setup.py): try the import
+        built_for = None
+    if built_for is not None and built_for != torch.__version__:
+        # A C++ extension compiled against another torch can crash the process when loaded.
+        return (f"fastrnn._cpu was compiled against torch {built_for}, but this is torch {torch.__version__}; "
+                f"rebuild it (`pip install --no-build-isolation <fastrnn source>`, or in a checkout "
+                f"`python setup.py build_ext --inplace`)")
+    try:
         ext = importlib.import_module("fastrnn._cpu")
     except ImportError as exc:
         try:
