@@ -23,7 +23,7 @@ struct Isa {
   const char* name;
   void (*forward)(const ForwardArgs&, int, int, float*);
   void (*backward)(const BackwardArgs&, int, int, float*);
-  long (*workspace)(int, int);
+  long (*workspace)(int, int, int);
   void (*forward_team)(const ForwardArgs&, int, int, float*, int*);
   void (*backward_team)(const BackwardArgs&, int, int, float*, int*);
   int (*team_rows)(int);
@@ -117,9 +117,9 @@ void run_team(int n, long workspace_floats, const Member& member) {
 
 // Rows [0, B) over torch's threads, each chunk with its own zeroed scratch.
 template <class Run>
-void over_rows(int64_t B, long workspace_floats, const Run& run) {
+void over_rows(const Isa& isa, int64_t cell, int64_t B, int64_t H, const Run& run) {
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> workspace(workspace_floats, 0.0f);
+    std::vector<float> workspace(isa.workspace((int)cell, (int)H, (int)(end - begin)), 0.0f);
     run((int)begin, (int)end, workspace.data());
   });
 }
@@ -172,8 +172,7 @@ std::vector<at::Tensor> forward(int64_t isa_id, int64_t cell, bool reverse, cons
     run_team(team, isa.team_workspace((int)cell, (int)H),
              [&](int tid, int n, float* ws, int* bar) { isa.forward_team(a, tid, n, ws, bar); });
   else
-    over_rows(B, isa.workspace((int)cell, (int)H),
-              [&](int begin, int end, float* ws) { isa.forward(a, begin, end, ws); });
+    over_rows(isa, cell, B, H, [&](int begin, int end, float* ws) { isa.forward(a, begin, end, ws); });
   return {out, h_n, c_n, saved};
 }
 
@@ -223,8 +222,7 @@ std::vector<at::Tensor> backward(int64_t isa_id, int64_t cell, bool reverse, con
     run_team(team, isa.team_workspace((int)cell, (int)H),
              [&](int tid, int n, float* ws, int* bar) { isa.backward_team(a, tid, n, ws, bar); });
   else
-    over_rows(B, isa.workspace((int)cell, (int)H),
-              [&](int begin, int end, float* ws) { isa.backward(a, begin, end, ws); });
+    over_rows(isa, cell, B, H, [&](int begin, int end, float* ws) { isa.backward(a, begin, end, ws); });
   return {dgx, dghn, dh0, dc0};
 }
 

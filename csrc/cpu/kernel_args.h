@@ -51,7 +51,7 @@ struct BackwardArgs {
 };
 
 // forward_rows / backward_rows: rows [b_begin, b_end) of the batch, all T steps, with a zeroed
-// scratch of workspace_floats(cell, H) floats. Rows are independent: any split of the batch
+// scratch of workspace_floats(cell, H, b_end - b_begin) floats. Rows are independent: any split of the batch
 // gives bitwise the same results (the thread count never changes a number).
 // forward_team / backward_team: member tid of n threads running together (B <= team_rows(cell)),
 // each on its share of the hidden units, sharing a zeroed scratch of team_workspace_floats(cell,
@@ -60,7 +60,7 @@ struct BackwardArgs {
   namespace ns {                                                                              \
   void forward_rows(const ForwardArgs& args, int b_begin, int b_end, float* workspace);       \
   void backward_rows(const BackwardArgs& args, int b_begin, int b_end, float* workspace);     \
-  long workspace_floats(int cell, int H);                                                     \
+  long workspace_floats(int cell, int H, int rows);                                           \
   void forward_team(const ForwardArgs& args, int tid, int n, float* workspace, int* barrier);  \
   void backward_team(const BackwardArgs& args, int tid, int n, float* workspace, int* barrier);\
   int team_rows(int cell);                                                                    \

@@ -51,16 +51,21 @@ constexpr int panels_per_pass(int accumulators_per_panel) {
 }
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
 
-// acc[r][j][g] = sum_k a[r * lda + k] * panel_j[k][g], panel_j = panels + j * panel_stride,
-// each panel K rows of G vectors.
 template <int MB, int NP, int G>
-static inline void product(const float* a, long lda, int K, const float* panels, long panel_stride,
-                           vf (&acc)[MB][NP][G]) {
+static inline void zero(vf (&acc)[MB][NP][G]) {
   for (int r = 0; r < MB; ++r)
     for (int j = 0; j < NP; ++j)
       for (int g = 0; g < G; ++g) acc[r][j][g] = splat(0.0f);
-  for (int k = 0; k < K; ++k) {
+}
+
+// acc[r][j][g] += sum_{k in [k_begin, k_end)} a[r * lda + k] * panel_j[k][g],
+// panel_j = panels + j * panel_stride, each panel's row k holding G vectors.
+template <int MB, int NP, int G>
+static inline void product(const float* a, long lda, int k_begin, int k_end, const float* panels,
+                           long panel_stride, vf (&acc)[MB][NP][G]) {
+  for (int k = k_begin; k < k_end; ++k) {
     vf w[NP][G];
     for (int j = 0; j < NP; ++j)
       for (int g = 0; g < G; ++g) w[j][g] = load(panels + j * panel_stride + (long)k * G * W + g * W);
@@ -84,13 +89,11 @@ struct ForwardStep {
   bool active[MAX_ROWS];
 };
 
+// The cell update of panels [p0, p0 + NP) from their finished recurrent products acc.
 template <class Cell, int MB, int NP>
-static inline void forward_panels(const ForwardArgs& a, const ForwardStep& st, int p0) {
+static inline void forward_update(const ForwardArgs& a, const ForwardStep& st, int p0, vf (&acc)[MB][NP][Cell::G]) {
   constexpr int G = Cell::G, S = Cell::S;
   const int H = a.H, Hp = ((H + W - 1) / W) * W;
-  const long panel_stride = (long)H * G * W;
-  vf acc[MB][NP][G];
-  product<MB, NP, G>(st.h, Hp, H, a.packed + p0 * panel_stride, panel_stride, acc);
   for (int j = 0; j < NP; ++j) {
     const int u0 = (p0 + j) * W, n = imin(W, H - u0);
     for (int r = 0; r < MB; ++r) {
@@ -113,6 +116,17 @@ static inline void forward_panels(const ForwardArgs& a, const ForwardStep& st, i
         for (int s = 0; s < S; ++s) store_n(st.saved + (long)r * S * H + s * H + u0, saved[s], n);
     }
   }
+}
+
+template <class Cell, int MB, int NP>
+static inline void forward_panels(const ForwardArgs& a, const ForwardStep& st, int p0) {
+  constexpr int G = Cell::G;
+  const int H = a.H, Hp = ((H + W - 1) / W) * W;
+  const long panel_stride = (long)H * G * W;
+  vf acc[MB][NP][G];
+  zero(acc);
+  product<MB, NP, G>(st.h, Hp, 0, H, a.packed + p0 * panel_stride, panel_stride, acc);
+  forward_update<Cell, MB, NP>(a, st, p0, acc);
 }
 
 template <class Cell, int MB>
@@ -155,6 +169,101 @@ static void forward_tile(const ForwardArgs& a, int b0, float* ws) {
   }
 }
 
+
+// A chunk of several tiles: per step, the product runs panel group by panel group and, within a
+// group, block by block of K (KB rows of the packed weights, about 32 KB: they stay in L1) over
+// every tile of the chunk, the tiles' partial sums kept in memory between blocks. So the weights
+// are read from L2 / L3 once per step for the whole chunk, not once per tile. The sums run over
+// k in the same order (a partial sum is stored and reloaded exactly): same bits as forward_tile.
+struct Chunk {
+  int b_begin, rows;
+  float *h, *h_next, *c, *partial;  // (rows, Hp) x 3; partial: (rows, NP * G * W)
+};
+
+template <class Cell, int MB, int NP>
+static inline void forward_block(const ForwardArgs& a, const Chunk& ch, int t, int row0, int p0, int k0, int k1) {
+  constexpr int G = Cell::G, S = Cell::S;
+  const int H = a.H, Hp = ((H + W - 1) / W) * W;
+  const long panel_stride = (long)H * G * W, row = (long)t * a.B + ch.b_begin + row0;
+  float* partial = ch.partial + (long)row0 * NP * G * W;
+  ForwardStep st;
+  st.h = ch.h + (long)row0 * Hp;
+  vf acc[MB][NP][G];
+  if (k0 == 0) {
+    zero(acc);
+  } else {
+    for (int r = 0; r < MB; ++r)
+      for (int j = 0; j < NP; ++j)
+        for (int g = 0; g < G; ++g) acc[r][j][g] = load(partial + ((r * NP + j) * G + g) * W);
+  }
+  product<MB, NP, G>(st.h, Hp, k0, k1, a.packed + p0 * panel_stride, panel_stride, acc);
+  if (k1 < H) {
+    for (int r = 0; r < MB; ++r)
+      for (int j = 0; j < NP; ++j)
+        for (int g = 0; g < G; ++g) store(partial + ((r * NP + j) * G + g) * W, acc[r][j][g]);
+    return;
+  }
+  for (int r = 0; r < MB; ++r) st.active[r] = t < a.lengths[ch.b_begin + row0 + r];
+  st.gx = a.gx + row * G * H;
+  st.out = a.out + row * H;
+  st.saved = a.saved ? a.saved + row * S * H : nullptr;
+  st.h_next = ch.h_next + (long)row0 * Hp;
+  st.c = ch.c + (long)row0 * Hp;
+  forward_update<Cell, MB, NP>(a, st, p0, acc);
+}
+
+template <class Cell, int NP>
+static void forward_group(const ForwardArgs& a, const Chunk& ch, int t, int p0, int kb) {
+  constexpr int R = forward_rows<Cell>();
+  for (int k0 = 0; k0 < a.H; k0 += kb) {
+    const int k1 = imin(a.H, k0 + kb);
+    int r0 = 0;
+    for (; r0 + R <= ch.rows; r0 += R) forward_block<Cell, R, NP>(a, ch, t, r0, p0, k0, k1);
+    switch (ch.rows - r0) {
+      case 7: if constexpr (R > 7) forward_block<Cell, 7, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 6: if constexpr (R > 6) forward_block<Cell, 6, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 5: if constexpr (R > 5) forward_block<Cell, 5, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 4: if constexpr (R > 4) forward_block<Cell, 4, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 3: if constexpr (R > 3) forward_block<Cell, 3, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 2: if constexpr (R > 2) forward_block<Cell, 2, NP>(a, ch, t, r0, p0, k0, k1); break;
+      case 1: if constexpr (R > 1) forward_block<Cell, 1, NP>(a, ch, t, r0, p0, k0, k1); break;
+      default: break;
+    }
+  }
+}
+
+template <class Cell>
+static void forward_chunk(const ForwardArgs& a, int b_begin, int b_end, float* ws) {
+  constexpr int G = Cell::G, NP = panels_per_pass(forward_rows<Cell>() * G);
+  const int H = a.H, T = a.T, B = a.B, P = (H + W - 1) / W, Hp = P * W, rows = b_end - b_begin;
+  const int kb = imax(16, 8192 / (NP * G * W));  // 8192 floats: 32 KB of weights per block
+  Chunk ch;
+  ch.b_begin = b_begin, ch.rows = rows;
+  ch.h = ws, ch.h_next = ws + (long)rows * Hp, ch.c = ws + 2L * rows * Hp, ch.partial = ws + 3L * rows * Hp;
+  for (int r = 0; r < rows; ++r) {
+    copy_n(ch.h + (long)r * Hp, a.h0 + (long)(b_begin + r) * H, H);
+    if (Cell::has_c) copy_n(ch.c + (long)r * Hp, a.c0 + (long)(b_begin + r) * H, H);
+  }
+  for (int s = 0; s < T; ++s) {
+    const int t = a.reverse ? T - 1 - s : s;
+    bool any = false;
+    for (int r = 0; r < rows && !any; ++r) any = t < a.lengths[b_begin + r];
+    if (!any) {
+      zero_n(a.out + ((long)t * B + b_begin) * H, rows * H);
+      continue;
+    }
+    int p = 0;
+    for (; p + NP <= P; p += NP) forward_group<Cell, NP>(a, ch, t, p, kb);
+    for (; p < P; ++p) forward_group<Cell, 1>(a, ch, t, p, kb);
+    float* swap = ch.h;
+    ch.h = ch.h_next, ch.h_next = swap;
+  }
+  for (int r = 0; r < rows; ++r) {
+    copy_n(a.h_n + (long)(b_begin + r) * H, ch.h + (long)r * Hp, H);
+    if (Cell::has_c) copy_n(a.c_n + (long)(b_begin + r) * H, ch.c + (long)r * Hp, H);
+  }
+}
+
 // ------------------------------------------------------------------------------------ backward
 
 template <int MB, int NP>
@@ -162,7 +271,8 @@ static inline void backward_panels(const BackwardArgs& a, const float* dg, float
   const int H = a.H, Hp = ((H + W - 1) / W) * W, K = num_gates(a.cell) * H;
   const long panel_stride = (long)K * W;
   vf acc[MB][NP][1];
-  product<MB, NP, 1>(dg, K, K, a.packed + p0 * panel_stride, panel_stride, acc);
+  zero(acc);
+  product<MB, NP, 1>(dg, K, 0, K, a.packed + p0 * panel_stride, panel_stride, acc);
   for (int j = 0; j < NP; ++j)
     for (int r = 0; r < MB; ++r) {
       float* d = dh + r * Hp + (p0 + j) * W;
@@ -403,6 +513,10 @@ static void backward_team_cell(const BackwardArgs& a, int tid, int n, float* ws,
 
 template <class Cell>
 static void forward_cell(const ForwardArgs& a, int b, int b_end, float* ws) {
+  if (b_end - b > forward_rows<Cell>()) {
+    forward_chunk<Cell>(a, b, b_end, ws);
+    return;
+  }
   FASTRNN_TILES(forward_tile, forward_rows<Cell>())
 }
 
@@ -412,10 +526,13 @@ static void backward_cell(const BackwardArgs& a, int b, int b_end, float* ws) {
 }
 #undef FASTRNN_TILES
 
-// Scratch for one tile: two (MAX_ROWS, Hp) state buffers and (MAX_ROWS, max(Hp, G*H)).
-long workspace_floats(int cell, int H) {
+// Scratch for rows [b_begin, b_end) (rows of them): a tile's two (MAX_ROWS, Hp) state buffers
+// and (MAX_ROWS, max(Hp, G*H)), or forward_chunk's (rows, Hp) x 3 and partial sums.
+long workspace_floats(int cell, int H, int rows) {
   const long Hp = (long)((H + W - 1) / W) * W, GH = (long)num_gates(cell) * H;
-  return MAX_ROWS * (2 * Hp + (GH > Hp ? GH : Hp));
+  const long tile = MAX_ROWS * (2 * Hp + (GH > Hp ? GH : Hp));
+  const long chunk = rows * (3 * Hp + 8L * 4 * W);  // forward_chunk: states and partial sums
+  return tile > chunk ? tile : chunk;
 }
 
 void forward_rows(const ForwardArgs& a, int b_begin, int b_end, float* ws) {
