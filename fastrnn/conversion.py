@@ -60,7 +60,11 @@ def _convert(module: nn.Module, table, backend: str, path: str, done: Dict[int, 
         new = _swap(module, source_cls, target_cls, backend)
     else:
         _warn_if_subclass(module, source_cls, table, path)
-        for name, child in list(module.named_children()):
+        # _modules, not named_children(): that lists a module registered under two names once,
+        # and the second name would keep the old module
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
             converted = _convert(child, table, backend, f"{path}.{name}" if path else name, done)
             if converted is not child:
                 module.add_module(name, converted)
@@ -130,6 +134,9 @@ def _swap(src: nn.Module, source_cls, target_cls, backend: str) -> nn.Module:
     for key, value in vars(src).items():
         if "hooks" in key and isinstance(value, dict):
             dst.__dict__[key] = value.__class__(value)
+    # Whether _backward_hooks holds full (register_full_backward_hook) or legacy hooks: without
+    # it the new module would not run them (and mixing kinds would not raise).
+    dst._is_full_backward_hook = getattr(src, "_is_full_backward_hook", None)
     dst.training = src.training
     qconfig: Optional[object] = getattr(src, "qconfig", None)
     if qconfig is not None:

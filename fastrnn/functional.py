@@ -26,55 +26,7 @@ from torch import Tensor
 from . import backends, ops
 from .backends import LayerProblem
 from .cells import GRU, LSTM, RNN_RELU, RNN_TANH, Cell
-
-
-def _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths):
-    if x.dim() != 3:
-        raise ValueError(f"x must be 3-D (T, B, input_size), got shape {tuple(x.shape)}")
-    seq_len, batch, input_size = x.shape
-    gate_rows, hidden = weight_hh.shape[0], weight_hh.shape[0] // cell.num_gates
-    h_out = weight_hr.shape[0] if weight_hr is not None else hidden
-    expected = {
-        "weight_ih": (cell.num_gates * hidden, input_size),
-        "weight_hh": (cell.num_gates * hidden, h_out),
-        "h0": (batch, h_out),
-    }
-    given = {"weight_ih": weight_ih, "weight_hh": weight_hh, "h0": h0}
-    if bias_ih is not None or bias_hh is not None:
-        expected.update(bias_ih=(gate_rows,), bias_hh=(gate_rows,))
-        given.update(bias_ih=bias_ih, bias_hh=bias_hh)
-    if weight_hr is not None:
-        if not cell.has_cell_state:
-            raise ValueError(f"weight_hr (projection) is only supported for LSTM, not {cell.name}")
-        expected["weight_hr"] = (h_out, hidden)
-        given["weight_hr"] = weight_hr
-    if cell.has_cell_state:
-        if c0 is None:
-            raise ValueError("LSTM layer needs c0 of shape (B, hidden_size), got None")
-        expected["c0"] = (batch, hidden)
-        given["c0"] = c0
-    elif c0 is not None:
-        raise ValueError(f"{cell.name} has no cell state, but c0 was given")
-    if gate_rows % cell.num_gates != 0:
-        raise ValueError(
-            f"weight_hh must have {cell.num_gates} * hidden_size rows for {cell.name}, "
-            f"got shape {tuple(weight_hh.shape)}"
-        )
-    for name, tensor in given.items():
-        if tensor is None:
-            raise ValueError(f"{name} is None; expected a tensor of shape {expected[name]}")
-        if tuple(tensor.shape) != expected[name]:
-            raise RuntimeError(f"{name} must have shape {expected[name]}, got {tuple(tensor.shape)}")
-        if tensor.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise RuntimeError(f"{name} has dtype {tensor.dtype} but x has dtype {x.dtype}")
-        if tensor.device != x.device:
-            raise RuntimeError(f"{name} is on device {tensor.device} but x is on {x.device}")
-    if lengths is not None:
-        if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-            raise ValueError(
-                f"lengths must be an integer tensor of shape ({batch},), "
-                f"got {lengths.dtype} of shape {tuple(lengths.shape)}"
-            )
+from .layer_checks import check_layer_args
 
 
 def rnn_layer(
@@ -92,7 +44,19 @@ def rnn_layer(
     reverse: bool = False,
     backend: str = "auto",
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Run ``cell`` over the sequence ``x`` on the selected backend (see module docstring)."""
+    """Run ``cell`` over the sequence ``x`` on the selected backend (see module docstring).
+
+    Every argument is checked (:func:`fastrnn.layer_checks.check_layer_args`), lengths' values
+    included (each in 0..T), before a backend runs.
+    """
+    return layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                 lengths=lengths, reverse=reverse, backend=backend)
+
+
+def layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *, lengths=None,
+          reverse=False, backend="auto", lengths_in_range=False):
+    """:func:`rnn_layer` for fastrnn's modules: ``lengths_in_range=True`` when the lengths come
+    from a checked PackedSequence, so their values are not read again (on a GPU, a sync)."""
     autocast_dtype = _autocast_dtype(x)
     if autocast_dtype is not None:
         # Under autocast the whole layer runs in the autocast dtype, as torch.nn's recurrent ops
@@ -103,24 +67,38 @@ def rnn_layer(
             _cast(t, autocast_dtype) for t in (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
         )
         with torch.autocast(x.device.type, enabled=False):
-            return rnn_layer(
+            return layer(
                 cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                lengths=lengths, reverse=reverse, backend=backend,
+                lengths=lengths, reverse=reverse, backend=backend, lengths_in_range=lengths_in_range,
             )
-    hidden = weight_hh.shape[0] // cell.num_gates
-    h_out = weight_hr.shape[0] if weight_hr is not None else hidden
-    if h0 is None and c0 is None and x.dim() == 3:  # zero initial state; an LSTM needs both or neither
+    if h0 is None and c0 is None and isinstance(x, Tensor) and x.dim() == 3:
+        # zero initial state (an LSTM needs both or neither), sized from the weights once they
+        # are known to be matrices; check_layer_args checks the rest
+        if not isinstance(weight_hh, Tensor) or weight_hh.dim() != 2:
+            raise RuntimeError(f"weight_hh must be a 2-D tensor, got {_describe(weight_hh)}")
+        if weight_hr is not None and (not isinstance(weight_hr, Tensor) or weight_hr.dim() != 2):
+            raise RuntimeError(f"weight_hr must be a 2-D tensor, got {_describe(weight_hr)}")
+        hidden = weight_hh.shape[0] // cell.num_gates
+        h_out = weight_hr.shape[0] if weight_hr is not None else hidden
         h0 = x.new_zeros((x.shape[1], h_out))
         c0 = x.new_zeros((x.shape[1], hidden)) if cell.has_cell_state else None
-    _check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
-    if ops.use_op():  # a tracer records one operator, which picks and runs the backend itself
+    traced = ops.use_op()
+    # Traced lengths have no values; the operator checks them when it runs.
+    check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                     lengths_in_range=lengths_in_range or traced)
+    if traced:  # a tracer records one operator, which picks and runs the backend itself
         return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
                              backend)
-    problem = layer_problem(cell, x, hidden, weight_hr, bias_ih is not None, lengths is not None)
+    problem = layer_problem(cell, x, weight_hh.shape[0] // cell.num_gates, weight_hr, bias_ih is not None,
+                            lengths is not None)
     choice = backends.explain(problem, backend)
     return backends.get_backend(choice.backend).run_layer(
         cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse
     )
+
+
+def _describe(value) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
 def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:

@@ -33,8 +33,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import backends
+from . import backends, onnx as _onnx
 from .cells import get_cell
+from .layer_checks import check_op_args
 
 _GRAD_INPUTS = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
@@ -90,7 +91,12 @@ def rnn_layer_op(
     reverse: bool,
     backend: str,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """One layer-direction on the backend ``backend`` selects; see the module docstring."""
+    """One layer-direction on the backend ``backend`` selects; see the module docstring.
+
+    A public entry point (an exported program may call it with anything its schema admits), so
+    every argument is checked before a backend runs (:func:`fastrnn.layer_checks.check_op_args`).
+    """
+    check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
     args = (cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
     run_layer, layer_args = _layer_args(*args)
     out, h, c = run_layer(*layer_args)
@@ -101,6 +107,8 @@ def rnn_layer_op(
 
 @rnn_layer_op.register_fake
 def _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
+    check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend,
+                  values=False)
     seq_len, batch = x.shape[0], x.shape[1]
     h_out = weight_hh.shape[1]
     hidden = weight_hh.shape[0] // get_cell(cell).num_gates
@@ -143,6 +151,14 @@ def rnn_layer_backward_op(
     """Gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) (empty for an absent input), by
     recomputing the layer on the chosen backend with autograd on."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    check_op_args(cell, *tensors, lengths, reverse, backend)
+    expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
+    if c0 is not None:
+        expected["grad_c"] = (grad_c, tuple(c0.shape))
+    for name, (grad, shape) in expected.items():
+        if tuple(grad.shape) != shape or grad.dtype != x.dtype or grad.device != x.device:
+            raise RuntimeError(f"{name} must be a {x.dtype} tensor of shape {shape} on {x.device}, got "
+                               f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
         run_layer, layer_args = _layer_args(cell, *leaves, lengths, reverse, backend)
@@ -199,8 +215,15 @@ def _no_double_backward(ctx, *grads):
 rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+_onnx.register_legacy_symbolic()  # torch.onnx.export(dynamo=False) of fastrnn::rnn_layer
+
+
 def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
-    """The operator with fastrnn.functional.rnn_layer's return convention (c_T None without a cell state)."""
+    """The operator with fastrnn.functional.rnn_layer's return convention (c_T None without a
+    cell state); ONNX's own recurrent operator instead while the dynamo ONNX exporter traces."""
+    if _onnx.exporting():
+        return _onnx.symbolic_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                    reverse)
     out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                              reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

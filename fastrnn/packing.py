@@ -78,11 +78,12 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
     return torch.arange(batch, device=device)[None, :] < batch_sizes[:, None]
 
 
-def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
+def packed_to_padded(packed: PackedSequence, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
-    ``packed`` has passed :func:`check_packed` (the modules check it before anything else)."""
+    ``packed`` has passed :func:`check_packed` (the modules check it before anything else);
+    ``state``, a given 3-D initial state, tells a tracer the batch size (traced_packing)."""
     if use_op():  # a tracer needs sizes that are shapes, not values (fastrnn/traced_packing.py)
-        return traced_packing.packed_to_padded(packed)
+        return traced_packing.packed_to_padded(packed, state)
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])

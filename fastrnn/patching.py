@@ -25,13 +25,18 @@ Meanwhile fastrnn's other helpers work on torch.nn modules too, e.g. ``lstm.expl
 
 Limits:
 
-- Global and process-wide: the classes themselves are changed, for every thread.
+- Global and process-wide: the classes themselves are changed, for every thread. A forward that
+  started patched finishes on fastrnn even when another thread calls ``undo()`` meanwhile: the
+  helpers stay on torch.nn's bases until the last such forward returns (``forward`` itself is
+  restored at once, so calls after ``undo()`` run torch.nn's).
 - TorchScript: ``torch.jit.script`` of a torch.nn recurrent module fails while patched (fastrnn's
   forward is not TorchScript); script it outside the block. ``torch.jit.trace`` works.
-- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM forward
-  (``torch._dynamo.config.allow_rnn`` is False by default) and runs it eagerly; a patched one it
-  traces like fastrnn's own modules (torch 2.14: one graph, no break, for a model around a
-  patched ``nn.LSTM``). Other torch versions may refuse it again; outputs are the same either way.
+- ``torch.compile``: TorchDynamo refuses torch.nn's own RNN/GRU/LSTM modules wherever they meet
+  it as an object (an argument of the compiled function, a module reached after a graph break:
+  "Attempted to wrap RNN, GRU, or LSTM") unless ``torch._dynamo.config.allow_rnn`` is set. While
+  patched their forward is fastrnn's, which traces, so ``patch()`` sets ``allow_rnn`` and the
+  last ``undo()`` restores the value it found: a patched module compiles like fastrnn's own (one
+  graph, no break). A later change of the flag by the user inside the block is overwritten on exit.
 - A subclass that overrides ``forward`` with its own computation (not ``super().forward``) is
   not reached; nor is code calling ``torch._VF`` / ``torch.lstm`` directly.
 - A subclass that stores its own attribute under one of the names patch() adds (``cell``,
@@ -49,6 +54,7 @@ from __future__ import annotations
 import threading
 from typing import List, Tuple
 
+import torch
 from torch import nn
 
 from .modules import rnn as _rnn, rnn_cell as _rnn_cell
@@ -68,9 +74,12 @@ BASES = (
 NOT_SHARED = frozenset({"qconfig"})
 
 _MISSING = object()
-_lock = threading.Lock()
-_depth = 0
-_saved: List[Tuple[type, str, object]] = []  # (class, name, previous value in cls.__dict__ or _MISSING)
+_lock = threading.Lock()  # guards the state below; never held while a forward runs
+_depth = 0  # active patch() handles
+# (class, name, previous value in cls.__dict__ or _MISSING), in the order they were set
+_forwards: List[Tuple[object, str, object]] = []  # fastrnn's forward on the torch.nn classes, dynamo's allow_rnn
+_helpers: List[Tuple[type, str, object]] = []  # what fastrnn's forward needs on torch.nn's bases
+_running = 0  # patched forwards in flight, in any thread
 
 
 class _Derived:
@@ -100,8 +109,20 @@ CELL_MODES = {
 
 
 def _patched_forward(torch_cls, fast_cls):
+    original = torch_cls.__dict__["forward"]
+
     def forward(self, input, hx=None):
-        return fast_cls.forward(self, input, hx)
+        if torch.compiler.is_compiling():  # a tracer: no thread bookkeeping in the graph
+            return fast_cls.forward(self, input, hx)
+        global _running
+        with _lock:
+            if not _helpers:  # looked up before undo() and called after it: torch.nn's forward
+                return original(self, input, hx)
+            _running += 1  # the helpers stay until this forward is done (see _leave)
+        try:
+            return fast_cls.forward(self, input, hx)
+        finally:
+            _leave()
 
     forward.__qualname__ = f"{torch_cls.__name__}.forward"
     forward.__doc__ = f"fastrnn.patch(): runs {fast_cls.__module__}.{fast_cls.__qualname__}.forward"
@@ -109,32 +130,59 @@ def _patched_forward(torch_cls, fast_cls):
     return forward
 
 
-def _set(cls, name, value) -> None:
-    _saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
+def _leave() -> None:
+    global _running
+    with _lock:
+        _running -= 1
+        if _running == 0 and _depth == 0:  # the last forward after undo(): now remove the helpers
+            _restore(_helpers)
+
+
+def _set(saved, cls, name, value) -> None:
+    saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
     setattr(cls, name, value)
 
 
+def _allow_rnn_in_dynamo() -> None:
+    """Let TorchDynamo trace torch.nn's RNN modules (their forward is fastrnn's while patched)."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)  # absent in a torch without dynamo
+    if config is None or not hasattr(config, "allow_rnn"):
+        return
+    # a config value, restored with fastrnn's forwards (by setattr) when the last patch is undone
+    _forwards.append((config, "allow_rnn", config.allow_rnn))
+    config.allow_rnn = True
+
+
 def _apply() -> None:
-    for torch_base, fast_base, probe in BASES:
-        instance = probe()
-        for name, value in vars(fast_base).items():
-            if (name.startswith("__") and name.endswith("__")) or name in NOT_SHARED or hasattr(instance, name):
-                continue
-            _set(torch_base, name, _Derived(value.fget, name) if isinstance(value, property) else value)
-    for torch_cls, mode in CELL_MODES.items():
-        if not hasattr(torch_cls, "mode"):
-            _set(torch_cls, "mode", mode)
+    if not _helpers:  # else still installed for forwards running since the last undo()
+        for torch_base, fast_base, probe in BASES:
+            instance = probe()
+            for name, value in vars(fast_base).items():
+                if (name.startswith("__") and name.endswith("__")) or name in NOT_SHARED or hasattr(instance, name):
+                    continue
+                _set(_helpers, torch_base, name, _Derived(value.fget, name) if isinstance(value, property) else value)
+        for torch_cls, mode in CELL_MODES.items():
+            if not hasattr(torch_cls, "mode"):
+                _set(_helpers, torch_cls, "mode", mode)
     for torch_cls, fast_cls in FORWARDS:
-        _set(torch_cls, "forward", _patched_forward(torch_cls, fast_cls))
+        _set(_forwards, torch_cls, "forward", _patched_forward(torch_cls, fast_cls))
+    _allow_rnn_in_dynamo()
 
 
-def _restore() -> None:
-    while _saved:
-        cls, name, previous = _saved.pop()
+def _restore(saved) -> None:
+    while saved:
+        cls, name, previous = saved.pop()
         if previous is _MISSING:
             delattr(cls, name)
         else:
             setattr(cls, name, previous)
+
+
+def _undo_all() -> None:
+    """torch.nn's forwards now; the helpers once no patched forward runs (another thread's may)."""
+    _restore(_forwards)
+    if _running == 0:
+        _restore(_helpers)
 
 
 class Patch:
@@ -152,7 +200,7 @@ class Patch:
             self._active = False
             _depth -= 1
             if _depth == 0:
-                _restore()
+                _undo_all()
 
     def __enter__(self) -> "Patch":
         return self
@@ -173,7 +221,7 @@ def patch() -> Patch:
             try:
                 _apply()
             except BaseException:
-                _restore()
+                _undo_all()
                 raise
         _depth += 1
     return Patch()

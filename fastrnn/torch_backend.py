@@ -49,10 +49,11 @@ _WAY_OUT = "run this module with backend='reference' (fastrnn.use_backend('refer
 
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        # torch.nn's RNNs are not traced either: TorchDynamo refuses them, and inductor fails on
-        # the CPU kernel (aten.mkldnn_rnn_layer). Traced layers run fastrnn's other backends.
-        return "a tracer is running (torch.compile, torch.export or jit.trace): torch's recurrent kernels do not trace"
+    if torch.compiler.is_compiling():
+        # torch.nn's RNNs are not compiled either: TorchDynamo refuses them, and inductor fails on
+        # the CPU kernel (aten.mkldnn_rnn_layer). Compiled layers run fastrnn's other backends.
+        # jit.trace is not refused: it records torch's op as it records torch.nn's (aten::lstm).
+        return "torch.compile / torch.export is tracing: torch's recurrent kernels do not compile"
     if problem.device.type in CUDNN_DEVICE_TYPES:
         if problem.seq_len > CUDNN_MAX_STEPS:
             return f"cuDNN fails on sequences longer than {CUDNN_MAX_STEPS:,} steps (got {problem.seq_len:,})"

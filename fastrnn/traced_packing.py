@@ -17,7 +17,7 @@ torch.compile. Here every size is a shape:
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -38,10 +38,30 @@ def _packed_batch_size_fake(batch_sizes):
     return batch_sizes.new_empty((batch,), dtype=torch.int64)
 
 
-def _batch(packed: PackedSequence) -> Tensor:
-    """arange(B) on the CPU (where batch_sizes lives)."""
+@torch.library.custom_op("fastrnn::packed_batch_of_state", mutates_args=())
+def packed_batch_of_state(batch_sizes: Tensor, state: Tensor) -> Tensor:
+    """``arange(B)`` with B the batch of a given initial state (L*D, B, H), checked to be the
+    PackedSequence's ``batch_sizes[0]``: a size the tracer knows from the state's shape."""
+    batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
+    if state.dim() != 3 or state.shape[1] != batch:
+        raise RuntimeError(f"the initial state's batch size must be the PackedSequence's batch size {batch}, "
+                           f"got a state of shape {tuple(state.shape)}")
+    return torch.arange(batch)
+
+
+@packed_batch_of_state.register_fake
+def _packed_batch_of_state_fake(batch_sizes, state):
+    return batch_sizes.new_empty((state.shape[1],), dtype=torch.int64)
+
+
+def _batch(packed: PackedSequence, state: Optional[Tensor]) -> Tensor:
+    """arange(B) on the CPU (where batch_sizes lives). Without sorted_indices, B is a value of
+    ``batch_sizes``; a given state's batch dimension names it as a size the tracer already has
+    (an unbacked size equated with a dynamic dimension would be assumed >= 2 and fail at B = 1)."""
     if packed.sorted_indices is not None:
         return torch.arange(packed.sorted_indices.shape[0])
+    if state is not None:
+        return packed_batch_of_state(packed.batch_sizes, state)
     return packed_batch_size(packed.batch_sizes)
 
 
@@ -54,10 +74,10 @@ def _padded_rows(batch_sizes: Tensor, num_rows: int, batch, device) -> Tensor:
     return step * batch + rows - (ends - batch_sizes).index_select(0, step)
 
 
-def packed_to_padded(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
-    """As :func:`fastrnn.packing.packed_to_padded`."""
+def packed_to_padded(packed: PackedSequence, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """As :func:`fastrnn.packing.packed_to_padded`; ``state``: a given (L*D, B, H) initial state."""
     data, batch_sizes = packed.data, packed.batch_sizes
-    sequences = _batch(packed)
+    sequences = _batch(packed, state)
     seq_len, batch = batch_sizes.shape[0], sequences.shape[0]
     rows = _padded_rows(batch_sizes, data.shape[0], batch, data.device)
     padded = data.new_zeros((seq_len * batch,) + data.shape[1:]).index_copy(0, rows, data)

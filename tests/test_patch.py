@@ -1,6 +1,8 @@
 """fastrnn.patch(): torch.nn's recurrent classes, their subclasses and isinstance-checking
 wrappers run fastrnn's forward (its backend dispatch) with unchanged outputs and gradients."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -177,6 +179,122 @@ def test_torch_compile_of_a_patched_model():
         compiled = torch.compile(model, backend="eager")
         assert_close(compiled(x)[0], expected)
     torch._dynamo.reset()
+
+
+def _compile_and_count(fn, *args):
+    """(output of torch.compile(fn)(*args), graph breaks Dynamo counted, fastrnn layer operators
+    inside the graphs it captured): a layer Dynamo refuses runs eagerly, outside every graph."""
+    from torch._dynamo.utils import counters
+
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        out = torch.compile(fn, backend=recording_backend)(*args)
+        layers = sum("fastrnn" in str(node.target) for gm in graphs for node in gm.graph.nodes)
+        return out, sum(counters["graph_break"].values()), layers
+    finally:
+        torch._dynamo.reset()
+
+
+def _lstm_as_argument(x, lstm):  # sb3-contrib passes its LSTM to a static method like this
+    return lstm(x)[0].relu()
+
+
+class _BreakThenLSTM(nn.Module):
+    """A model with its own graph break before the LSTM (as asteroid's): Dynamo meets the LSTM
+    as a module attribute in a new frame."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, dtype=D)
+
+    def forward(self, x):
+        x = x * 2
+        torch._dynamo.graph_break()
+        return self.lstm(x)[0].relu()
+
+
+@pytest.mark.parametrize("where", ["argument", "after_a_break"])
+def test_torch_compile_of_a_patched_module_has_no_rnn_graph_break(where):
+    """Issue 21 item 2: unpatched, Dynamo refuses torch.nn's LSTM wherever it meets it as an
+    object ("Attempted to wrap RNN, GRU, or LSTM": a graph break, or the frame skipped) and runs it
+    eagerly; patched, it compiles like fastrnn's own modules: the same graph breaks as after
+    fastrnn.convert (none but the model's own), the layer inside a graph, the same numbers."""
+    torch.manual_seed(86)
+    x = torch.randn(5, 3, 4, dtype=D)
+    if where == "argument":
+        model = nn.LSTM(4, 8, dtype=D)
+        compile_and_count = lambda m: _compile_and_count(_lstm_as_argument, x, m)  # noqa: E731
+        expected = _lstm_as_argument(x, model)
+    else:
+        model = _BreakThenLSTM()
+        compile_and_count = lambda m: _compile_and_count(m, x)  # noqa: E731
+        expected = model(x)
+    _, converted_breaks, converted_layers = compile_and_count(fastrnn.convert(copy.deepcopy(model)))
+    assert converted_layers == 1
+    _, unpatched_breaks, unpatched_layers = compile_and_count(model)
+    assert unpatched_layers == 0  # what patch() must change: the layer ran outside any graph
+    with fastrnn.patch():
+        out, patched_breaks, patched_layers = compile_and_count(model)
+    assert (patched_breaks, patched_layers) == (converted_breaks, converted_layers)
+    assert_close(out, expected.detach())
+
+
+def _node_kinds(traced):
+    return [node.kind() for node in traced.inlined_graph.nodes()]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
+def test_jit_trace_of_a_patched_module_records_what_torch_nn_records(kind, auto_backend):
+    """Issue 21 item 3: under auto on the CPU, jit.trace of a patched module (and of fastrnn's own)
+    records torch's aten::lstm / aten::gru (cells: what aten::lstm_cell ... decomposes to), node for node as unpatched,
+    bit-identical to eager, at another length too (GluonTS's test_jit_trace compares exactly)."""
+    torch.manual_seed(87)
+    cell = kind.endswith("Cell")
+    module = getattr(nn, kind)(4, 6) if cell else getattr(nn, kind)(4, 6, num_layers=2)
+    x = torch.randn(3, 4) if cell else torch.randn(7, 3, 4)
+    unpatched = torch.jit.trace(module, (x,))
+    with fastrnn.patch():
+        patched = torch.jit.trace(module, (x,))
+    fast = fastrnn.convert(copy.deepcopy(module))
+    own = torch.jit.trace(fast, (x,))
+    assert _node_kinds(patched) == _node_kinds(unpatched)
+    assert _node_kinds(own) == _node_kinds(unpatched)
+    if not cell:  # (a cell's aten op is composite: the trace holds its parts, as torch.nn's)
+        assert f"aten::{kind.lower()}" in _node_kinds(patched)
+    other = torch.randn(5, 4) if cell else torch.randn(11, 3, 4)
+    for inputs in ((x,), (other,)):
+        expected = flat(module(*inputs))
+        for traced in (patched, own):
+            got = flat(traced(*inputs))
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                assert torch.equal(a, b)
+
+
+def test_patch_restores_dynamo_allow_rnn():
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    before = config.allow_rnn
+    try:
+        for initial in (False, True):
+            config.allow_rnn = initial
+            outer = fastrnn.patch()
+            assert config.allow_rnn is True
+            with fastrnn.patch():  # nested: restored only by the last undo
+                assert config.allow_rnn is True
+            assert config.allow_rnn is True
+            outer.undo()
+            assert config.allow_rnn is initial
+    finally:
+        config.allow_rnn = before
 
 
 def test_parametrized_module_and_hooks_under_patch(reference_calls):

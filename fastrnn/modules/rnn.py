@@ -24,12 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import backends, ops
+from .. import backends, onnx
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..functional import rnn_layer
+from ..functional import layer as run_layer
 from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
 from ..quantization import QConfigAttribute
+from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
 
 
 class RNNBase(nn.Module):
@@ -71,30 +72,20 @@ class RNNBase(nn.Module):
         _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = self.cell.num_gates * hidden_size
-        h_out = proj_size if proj_size > 0 else hidden_size
-        self._all_weights: List[List[str]] = []
-        for layer in range(num_layers):
-            for direction in range(self.num_directions):
-                suffix = "_reverse" if direction == 1 else ""
-                layer_input = input_size if layer == 0 else h_out * self.num_directions
-                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, h_out)}
-                if bias:
-                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
-                if proj_size > 0:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = []
-                for kind, shape in shapes.items():
-                    name = f"{kind}_l{layer}{suffix}"
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(name)
-                self._all_weights.append(names)
+        shapes = weight_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size)
+        self._all_weights: List[List[str]] = weight_names(num_layers, bidirectional, [list(s) for s in shapes])
+        for names, per_direction in zip(self._all_weights, shapes):
+            for name, shape in zip(names, per_direction.values()):
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
         self.flatten_parameters()
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise StateError(f"{type(self).__name__}: a pickled module's state must be a dict, got {type(state).__name__}")
         state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
         super().__setstate__(state)
+        check_module_state(self)  # what forward trusts (see state_checks), before anyone runs it
 
     @property
     def num_directions(self) -> int:
@@ -105,11 +96,24 @@ class RNNBase(nn.Module):
         return [name for names in self._all_weights for name in names]
 
     @property
-    def _flat_weights(self) -> List[Tensor]:
+    def _flat_weights(self) -> List[Optional[Tensor]]:
+        """torch.nn's list of the weights in ``_flat_weights_names`` order, None for a weight that
+        is not set (deleted, as weight-drop code and torch's own tests do before setting it
+        again). Derived, never stored: a plain tensor assigned under a weight's name (AWD-LSTM's
+        weight drop) is what it lists and what forward runs. Assigning the list itself raises
+        (a read-only property): fastrnn's forward reads the weights by name, so an assigned list
+        would be silently ignored."""
         # Straight from _parameters (getattr on a Module is slow, and every forward asks);
-        # a parametrized weight is not in it and is computed by getattr.
+        # a parametrized weight or a plain tensor attribute is not in it: getattr finds those.
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
+        return [params[name] if name in params else getattr(self, name, None) for name in self._flat_weights_names]
+
+    @_flat_weights.setter
+    def _flat_weights(self, value) -> None:
+        raise AttributeError(
+            "fastrnn: _flat_weights is derived from the weights by name and cannot be assigned; "
+            "assign a weight instead, e.g. module.weight_hh_l0 = tensor (as weight-drop code does)"
+        )
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -155,12 +159,19 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
-        if not ops.use_op():  # a tracer sees one operator per layer-direction instead (ops.py)
+        # torch.compile / export record one operator per layer-direction instead (ops.py), chosen
+        # where the graph runs. jit.trace decides here as in eager: on torch's kernels it records
+        # what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's operators.
+        if not torch.compiler.is_compiling():
+            # The weights against the sizes, on every backend: torch's CPU kernel (run_module)
+            # checks none, and the others would run on weights the sizes do not describe.
+            # (Compiled, each layer's operator checks its weights against x and the state.)
+            check_weights(self, self._flat_weights)
             choice = backends.explain(self._problem(input, batched), self.backend)
             run_module = backends.get_backend(choice.backend).run_module
             if run_module is not None:  # the whole stack in one call (torch's own kernels)
                 return run_module(self, input, hx, batched)
-        x, lengths, packed = self._time_major_input(input, batched)
+        x, lengths, packed = self._time_major_input(input, batched, hx)
         h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
         out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
         if packed is not None:
@@ -199,6 +210,8 @@ class RNNBase(nn.Module):
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
         name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
+            if torch.compiler.is_compiling() or torch.jit.is_tracing():
+                onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
             check_packed(input)  # before anything reads batch_sizes, on every backend
             self._check_input(input.data, expected_dim=2)
             return True
@@ -209,10 +222,11 @@ class RNNBase(nn.Module):
         self._check_input(input, expected_dim=input.dim())
         return input.dim() == 3
 
-    def _time_major_input(self, input, batched: bool):
+    def _time_major_input(self, input, batched: bool, hx=None):
         """-> (x (T, B, I), lengths or None, PackedSequence or None)."""
         if isinstance(input, PackedSequence):
-            x, lengths = packed_to_padded(input)
+            state = hx[0] if isinstance(hx, (tuple, list)) and hx else hx  # h_0: its batch is B
+            x, lengths = packed_to_padded(input, state if isinstance(state, Tensor) and state.dim() == 3 else None)
             return x, lengths, input
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         if self.batch_first:
@@ -248,7 +262,9 @@ class RNNBase(nn.Module):
         c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         lstm = self.cell.has_cell_state
         if hx is None:
-            return x.new_zeros(h_shape), (x.new_zeros(c_shape) if lstm else None)
+            # torch.zeros as torch.nn writes it: jit.trace then records torch.nn's very nodes
+            zeros = dict(dtype=x.dtype, device=x.device)
+            return torch.zeros(h_shape, **zeros), (torch.zeros(c_shape, **zeros) if lstm else None)
         if lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")
@@ -295,7 +311,7 @@ class RNNBase(nn.Module):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
-                out, h, c = rnn_layer(
+                out, h, c = run_layer(
                     self.cell,
                     x,
                     h0[k],
@@ -308,6 +324,7 @@ class RNNBase(nn.Module):
                     lengths=lengths,
                     reverse=direction == 1,
                     backend=self.backend,
+                    lengths_in_range=True,  # from the PackedSequence, checked by check_packed
                 )
                 outputs.append(out)
                 h_finals.append(h)

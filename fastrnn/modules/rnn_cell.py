@@ -19,11 +19,12 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import backends, ops
+from .. import backends
 from ..backends import LayerProblem
 from ..cells import cell_of
 from ..functional import rnn_layer
 from ..quantization import QConfigAttribute
+from .state_checks import StateError, check_cell_state
 
 
 class RNNCellBase(nn.Module):
@@ -57,10 +58,13 @@ class RNNCellBase(nn.Module):
         self.reset_parameters()
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise StateError(f"{type(self).__name__}: a pickled module's state must be a dict, got {type(state).__name__}")
         old_cell = state.pop("cell", None)  # pickles of earlier fastrnn versions hold the Cell
         if old_cell is not None:
             state.setdefault("mode", old_cell.mode)
         super().__setstate__(state)
+        check_cell_state(self)  # what forward trusts (see state_checks), before anyone runs it
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order (as torch.nn)."""
@@ -85,7 +89,7 @@ class RNNCellBase(nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         run_cell = None
-        if not ops.use_op():  # a tracer sees one operator for the step instead (ops.py)
+        if not torch.compiler.is_compiling():  # compile/export: one operator for the step (ops.py)
             problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
                                    x.shape[0], 1, self.bias, False)  # a layer of one step
             run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
@@ -93,7 +97,8 @@ class RNNCellBase(nn.Module):
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
             if states is None:
-                zeros = x.new_zeros(x.shape[0], self.hidden_size)
+                # as torch.nn's cells write it: jit.trace then records torch.nn's very nodes
+                zeros = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
                 states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
             elif not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
