@@ -39,11 +39,13 @@ LAUNCHES: collections.Counter = collections.Counter()
 POISON = False
 
 
+_WIDTHS: dict = {}  # instruction set -> floats per vector (the panel width of the packed weights)
+
+
 def _width(isa: str) -> int:
-    return _WIDTHS.setdefault(isa, _cpu.vector_width(isa_module.isa_id(isa)))
-
-
-_WIDTHS: dict = {}
+    if isa not in _WIDTHS:
+        _WIDTHS[isa] = _cpu.vector_width(isa_module.isa_id(isa))
+    return _WIDTHS[isa]
 
 
 class CpuLayer(torch.autograd.Function):

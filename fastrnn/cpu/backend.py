@@ -77,9 +77,8 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
 def not_auto(problem: LayerProblem) -> Optional[str]:
     if problem.device.type != "cpu":  # every forward on a GPU asks: be quick
         return "not a CPU problem"
-    if unavailable() is not None:
-        return unavailable()
-    return why_not_auto_cpu(isa.current(), problem)
+    why = unavailable()
+    return why if why is not None else why_not_auto_cpu(isa.current(), problem)
 
 
 def cpu_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
