@@ -154,12 +154,13 @@ def test_forced_unknown_or_unsupported_instruction_set_raises(monkeypatch, auto_
     assert choice.backend == "torch" and "FASTRNN_CPU_ISA" in choice.skipped["cpu"]
 
 
-@pytest.mark.parametrize("B", [11, 3])  # 11: rows split over threads; 3: a team splits the units
+# B=11, H=100: rows split over threads; B=3, H=600: a team splits the units (W_hh > 1 MiB)
+@pytest.mark.parametrize("B,H", [(11, 100), (3, 600)])
 @pytest.mark.parametrize("cell_name", CELL_NAMES)
-def test_thread_count_changes_no_bit(cell_name, B):
+def test_thread_count_changes_no_bit(cell_name, B, H):
     """Every thread count gives the same bits (kernel outputs), and they match the reference."""
     cell = CELLS[cell_name]
-    T, H = 6, 100
+    T = 6
     inputs = [t.float() for t in make_layer_inputs(cell, T, B, 13, H, "cpu") if t is not None]
     x, h0 = inputs[0], inputs[1]
     c0 = inputs[2] if cell.has_cell_state else None

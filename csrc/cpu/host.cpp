@@ -93,11 +93,18 @@ void check_sizes(int64_t T, int64_t B, int64_t H) {
 }
 
 // How many threads share one small batch's hidden units (recurrence.h, teams): torch's thread
-// count, when the batch fits one register tile and every thread gets at least two panels of
-// units; 1 otherwise (then rows are split over threads, if there are several rows).
+// count, when the batch fits one register tile, every thread gets at least two panels of units,
+// and W_hh is larger than TEAM_MIN_WEIGHT_BYTES; 1 otherwise (then rows are split over threads,
+// if there are several rows). Below that size one core holds W_hh in its own L2 and a step takes
+// a few microseconds, so a barrier per step costs more than a second core gains; and a spinning
+// barrier is at the mercy of the scheduler on a busy machine (README, Speed).
+constexpr int64_t TEAM_MIN_WEIGHT_BYTES = 1 << 20;
+
 int team_size(const Isa& isa, int64_t cell, int64_t B, int64_t H) {
   const int64_t threads = at::get_num_threads(), panels = (H + isa.width() - 1) / isa.width();
-  if (threads < 2 || B > isa.team_rows((int)cell) || panels < 2 * threads) return 1;
+  const int64_t weight_bytes = num_gates((int)cell) * H * H * (int64_t)sizeof(float);
+  if (threads < 2 || B > isa.team_rows((int)cell) || panels < 2 * threads || weight_bytes <= TEAM_MIN_WEIGHT_BYTES)
+    return 1;
   return (int)threads;
 }
 
