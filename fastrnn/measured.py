@@ -98,10 +98,10 @@ class CpuRegion:
 # Measured with `fastrnn-bench --preset cpu --device cpu --threads 1` (README, Speed: T=128, I=H,
 # float32, B in {1, 16}, H in {256, 512}, alternating with torch.nn in one run) on a 2-core
 # AVX-512 Xeon, torch 2.14.1: every corner of each region was faster than torch.nn in inference
-# and in training, in every run; a region spans the ranges between its measured corners. Not
-# admitted: LSTM (0.9-1.1x of torch's oneDNN LSTM in inference), and every configuration not
-# measured (other sizes, rnn_relu, the AVX2 and portable paths).
-_MEASURED_CPU = "fastrnn-bench --preset cpu --device cpu --threads 1 (README, Speed)"
+# (1.19-2.72x) and in training (1.54-8.54x), in every run; a region spans the ranges between its
+# measured corners. Not admitted: LSTM (0.96-1.19x of torch's oneDNN LSTM except at B=1 H=256),
+# and every configuration not measured (other sizes, rnn_relu, the AVX2 and portable paths).
+_MEASURED_CPU = "bench/results/20261208T001652_cpu_1756b0868fce.json"
 CPU_FASTER_THAN_TORCH: Dict[str, Tuple[CpuRegion, ...]] = {
     "avx512": (
         CpuRegion("gru", (1, 16), (256, 512), _MEASURED_CPU),
