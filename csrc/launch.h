@@ -22,14 +22,36 @@
 
 namespace fastrnn {
 
-inline const char* cell_name(int64_t cell) {
+// Calls f(Cell{}) for the run-time cell id: the one switch over cell ids on the host.
+template <typename F>
+void dispatch_cell(int64_t cell, const char* fn, F&& f) {
   switch (cell) {
-    case kRnnTanh: return "rnn_tanh";
-    case kRnnRelu: return "rnn_relu";
-    case kLstm: return "lstm";
-    case kGru: return "gru";
-    default: return "unknown";
+    case kRnnTanh: f(ElmanTanhCell{}); break;
+    case kRnnRelu: f(ElmanReluCell{}); break;
+    case kLstm: f(LstmCell{}); break;
+    case kGru: f(GruCell{}); break;
+    default: TORCH_CHECK(false, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
   }
+}
+
+// What the host code needs to know of a cell, read from its traits (kernels/cell_math.cuh).
+struct CellInfo {
+  const char* name;
+  int gates;                // Cell::kGates: gate blocks in W_ih / W_hh rows
+  int saved;                // Cell::kSaved: fp32 values per unit and step saved for the backward
+  bool has_cell_state;      // Cell::kHasCellState: the LSTM's c
+  bool gru_recurrent_bias;  // Cell::kGruRecurrentBias: b_hn goes to the kernel
+};
+
+template <typename Cell>
+constexpr CellInfo cell_info_of() {
+  return {Cell::kName, Cell::kGates, Cell::kSaved, Cell::kHasCellState, Cell::kGruRecurrentBias};
+}
+
+inline CellInfo cell_info(int64_t cell, const char* fn) {
+  CellInfo info{};
+  dispatch_cell(cell, fn, [&](auto tag) { info = cell_info_of<decltype(tag)>(); });
+  return info;
 }
 
 // Test hook (fastrnn._C.set_poison): fill every buffer the kernels must write completely with
@@ -44,8 +66,6 @@ inline torch::Tensor new_buffer(c10::IntArrayRef shape, const torch::TensorOptio
   if (poison_flag()) t.fill_(std::numeric_limits<float>::quiet_NaN());
   return t;
 }
-
-inline int num_gates(int64_t cell) { return cell == kLstm ? 4 : cell == kGru ? 3 : 1; }
 
 inline void check_cuda_tensor(const torch::Tensor& t, const char* fn, const char* name, const torch::Tensor& like) {
   TORCH_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor, got one on ", t.device());
@@ -101,16 +121,16 @@ inline void raise_smem_limit_once(const void* kernel, int device, int64_t smem_o
 // every launch (launch_persistent) and by the Python support check (fastrnn._C.launch_fit), so
 // "auto" falls back where an explicit request gets this message as its error.
 template <typename Args>
-std::string cooperative_fit(void (*kernel)(Args), int64_t cell, int itemsize, int64_t hidden, int64_t batch,
+std::string cooperative_fit(void (*kernel)(Args), const CellInfo& cell, int itemsize, int64_t hidden, int64_t batch,
                             bool backward, int device, Plan* plan) {
   const DeviceLimits limits = device_limits(device);
   if (!limits.cooperative) {
     return "GPU " + std::to_string(device) +
            " does not support cooperative launches, which the persistent kernels need";
   }
-  *plan = make_plan(num_gates(cell), itemsize, hidden, batch, limits.num_sms, limits.smem_per_block, backward);
+  *plan = make_plan(cell.gates, itemsize, hidden, batch, limits.num_sms, limits.smem_per_block, backward);
   if (plan->blocks == 0) {
-    return "hidden_size " + std::to_string(hidden) + " is too large for the " + cell_name(cell) +
+    return "hidden_size " + std::to_string(hidden) + " is too large for the " + cell.name +
            " kernel on this GPU (" + std::to_string(limits.num_sms) + " SMs, " + std::to_string(limits.smem_per_block) +
            " bytes of shared memory per block): each SM's slice of W_hh must fit; see fastrnn/cuda/capacity.py";
   }
@@ -120,7 +140,7 @@ std::string cooperative_fit(void (*kernel)(Args), int64_t cell, int itemsize, in
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(kernel), kThreads,
                                                                static_cast<size_t>(plan->smem)));
   if (static_cast<int64_t>(per_sm) * limits.num_sms < plan->blocks) {
-    return std::string("the persistent ") + cell_name(cell) + (backward ? " backward" : " forward") + " kernel needs " +
+    return std::string("the persistent ") + cell.name + (backward ? " backward" : " forward") + " kernel needs " +
            std::to_string(plan->blocks) + " blocks resident at once (" + std::to_string(plan->smem) +
            " bytes of shared memory each) but this GPU holds only " + std::to_string(per_sm) + " per SM x " +
            std::to_string(limits.num_sms) + " SMs; is another kernel or MPS limiting the GPU?";
@@ -131,7 +151,7 @@ std::string cooperative_fit(void (*kernel)(Args), int64_t cell, int itemsize, in
 // Plan the launch, check that all blocks can be resident at once, and launch cooperatively.
 // `kernel` takes one argument struct `Args` by value.
 template <typename Args>
-void launch_persistent(void (*kernel)(Args), Args args, int64_t cell, int itemsize, bool backward,
+void launch_persistent(void (*kernel)(Args), Args args, const CellInfo& cell, int itemsize, bool backward,
                        const torch::Tensor& like, Plan* used_plan) {
   const char* fn = backward ? "fastrnn cuda backward" : "fastrnn cuda forward";
   const int device = like.device().index();
@@ -160,7 +180,8 @@ struct KernelFit {
   template <typename Cell, typename T>
   void operator()() {
     Plan plan;
-    why = cooperative_fit(Kernel::template get<Cell, T>(), cell, sizeof(T), hidden, batch, backward, device, &plan);
+    why = cooperative_fit(Kernel::template get<Cell, T>(), cell_info_of<Cell>(), sizeof(T), hidden, batch, backward,
+                          device, &plan);
   }
 };
 
@@ -184,7 +205,7 @@ T* mptr(torch::Tensor& t) {
 // Calls f.template operator()<Cell, T>() for the run-time cell id and dtype: 4 cells x 3 dtypes.
 template <typename F>
 void dispatch(int64_t cell, c10::ScalarType dtype, const char* fn, F&& f) {
-  auto by_dtype = [&](auto cell_tag) {
+  dispatch_cell(cell, fn, [&](auto cell_tag) {
     using Cell = decltype(cell_tag);
     switch (dtype) {
       case torch::kFloat32: f.template operator()<Cell, float>(); break;
@@ -192,14 +213,7 @@ void dispatch(int64_t cell, c10::ScalarType dtype, const char* fn, F&& f) {
       case torch::kBFloat16: f.template operator()<Cell, __nv_bfloat16>(); break;
       default: TORCH_CHECK(false, fn, ": dtype ", dtype, " is not supported (float32, float16, bfloat16 are)");
     }
-  };
-  switch (cell) {
-    case kRnnTanh: by_dtype(ElmanTanhCell{}); break;
-    case kRnnRelu: by_dtype(ElmanReluCell{}); break;
-    case kLstm: by_dtype(LstmCell{}); break;
-    case kGru: by_dtype(GruCell{}); break;
-    default: TORCH_CHECK(false, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
-  }
+  });
 }
 
 // Why the kernel named by `Kernel` cannot run (cell, dtype, hidden, batch) on `device`; "" when it can.

@@ -7,7 +7,6 @@ namespace fastrnn {
 namespace {
 
 struct BackwardLaunch {
-  int64_t cell;
   bool reverse;
   bool tf32;
   const torch::Tensor &dout, &dh_n, &dc_n, &w_hh, &saved, &lengths;
@@ -34,7 +33,7 @@ struct BackwardLaunch {
     a.hidden = w_hh.size(1);
     a.reverse = reverse;
     a.tf32 = tf32 && std::is_same_v<T, float>;
-    launch_persistent(&persistent_backward_kernel<Cell, T>, a, cell, sizeof(T), /*backward=*/true, dout, nullptr);
+    launch_persistent(&persistent_backward_kernel<Cell, T>, a, cell_info_of<Cell>(), sizeof(T), /*backward=*/true, dout, nullptr);
   }
 };
 
@@ -52,9 +51,9 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
                                         c10::optional<torch::Tensor> dc_n_opt, torch::Tensor w_hh, torch::Tensor saved,
                                         torch::Tensor lengths) {
   const char* fn = "fastrnn._C.rnn_backward";
-  TORCH_CHECK(cell >= kRnnTanh && cell <= kGru, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
-  const int gates = num_gates(cell);
-  const int saved_per_unit = cell == kLstm || cell == kGru ? 5 : 1;
+  const CellInfo info = cell_info(cell, fn);  // raises for an unknown id
+  const int gates = info.gates;
+  const int saved_per_unit = info.saved;
   TORCH_CHECK(dout.dim() == 3, fn, ": dout must be 3-D (seq_len, batch, hidden), got ", dout.dim(), "-D");
   TORCH_CHECK(w_hh.dim() == 2, fn, ": weight_hh must be 2-D, got ", w_hh.dim(), "-D");
   const int64_t seq_len = dout.size(0), batch = dout.size(1), hidden = w_hh.size(1);
@@ -77,7 +76,7 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
   const c10::cuda::CUDAGuard guard(dout.device());
   auto f32 = dout.options().dtype(torch::kFloat32);
   torch::Tensor dc_n, dghn, dc0, dcbuf;
-  if (cell == kLstm) {
+  if (info.has_cell_state) {
     TORCH_CHECK(dc_n_opt.has_value() && dc_n_opt->defined(), fn, ": the LSTM needs dc_n (zeros when unused)");
     dc_n = *dc_n_opt;
     check_cuda_tensor(dc_n, fn, "dc_n", dout);
@@ -86,12 +85,12 @@ std::vector<torch::Tensor> rnn_backward(int64_t cell, bool reverse, bool tf32, t
     dc0 = new_buffer({batch, hidden}, dout.options());
     dcbuf = new_buffer({batch, hidden}, f32);
   }
-  if (cell == kGru) dghn = new_buffer({seq_len, batch, hidden}, dout.options());
+  if (info.gru_recurrent_bias) dghn = new_buffer({seq_len, batch, hidden}, dout.options());
   auto dgx = new_buffer({seq_len, batch, gates * hidden}, dout.options());
   auto dh0 = new_buffer({batch, hidden}, dout.options());
   auto dgbuf = new_buffer({2, batch, gates * hidden}, dout.options());  // exchanged in the storage dtype
   auto dhbuf = new_buffer({batch, hidden}, f32);
-  BackwardLaunch launch{cell, reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
+  BackwardLaunch launch{reverse, tf32, dout, dh_n, dc_n, w_hh, saved, lengths, dgx, dghn, dh0, dc0, dgbuf, dhbuf, dcbuf};
   dispatch(cell, dout.scalar_type(), fn, launch);
   return {dgx, dghn, dh0, dc0};
 }

@@ -7,7 +7,6 @@ namespace fastrnn {
 namespace {
 
 struct ForwardLaunch {
-  int64_t cell;
   bool reverse;
   bool tf32;
   const torch::Tensor &gx, &w_hh, &b_hn, &h0, &c0, &lengths;
@@ -34,7 +33,7 @@ struct ForwardLaunch {
     a.hidden = w_hh.size(1);
     a.reverse = reverse;
     a.tf32 = tf32 && std::is_same_v<T, float>;
-    launch_persistent(&persistent_forward_kernel<Cell, T>, a, cell, sizeof(T), /*backward=*/false, gx, nullptr);
+    launch_persistent(&persistent_forward_kernel<Cell, T>, a, cell_info_of<Cell>(), sizeof(T), /*backward=*/false, gx, nullptr);
   }
 };
 
@@ -54,8 +53,8 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
                                        c10::optional<torch::Tensor> b_hn_opt, torch::Tensor h0,
                                        c10::optional<torch::Tensor> c0_opt, torch::Tensor lengths) {
   const char* fn = "fastrnn._C.rnn_forward";
-  TORCH_CHECK(cell >= kRnnTanh && cell <= kGru, fn, ": unknown cell id ", cell, " (0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru)");
-  const int gates = num_gates(cell);
+  const CellInfo info = cell_info(cell, fn);  // raises for an unknown id
+  const int gates = info.gates;
   TORCH_CHECK(gx.dim() == 3, fn, ": gx (the input projection) must be 3-D (seq_len, batch, gates*hidden), got ",
               gx.dim(), "-D");
   TORCH_CHECK(w_hh.dim() == 2, fn, ": weight_hh must be 2-D, got ", w_hh.dim(), "-D");
@@ -74,7 +73,7 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
   check_shape(lengths, fn, "lengths", {batch});
   TORCH_CHECK(lengths.scalar_type() == torch::kInt32, fn, ": lengths must be int32, got ", lengths.scalar_type());
   torch::Tensor b_hn, c0, c_n, cbuf;
-  if (cell == kGru) {
+  if (info.gru_recurrent_bias) {
     TORCH_CHECK(b_hn_opt.has_value() && b_hn_opt->defined(), fn, ": the GRU needs b_hn (zeros when there is no bias)");
     b_hn = *b_hn_opt;
     check_cuda_tensor(b_hn, fn, "b_hn", gx);
@@ -83,7 +82,7 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
   }
   const c10::cuda::CUDAGuard guard(gx.device());
   auto f32 = gx.options().dtype(torch::kFloat32);
-  if (cell == kLstm) {
+  if (info.has_cell_state) {
     TORCH_CHECK(c0_opt.has_value() && c0_opt->defined(), fn, ": the LSTM needs c0");
     c0 = *c0_opt;
     check_cuda_tensor(c0, fn, "c0", gx);
@@ -92,13 +91,13 @@ std::vector<torch::Tensor> rnn_forward(int64_t cell, bool reverse, bool tf32, to
     c_n = new_buffer({batch, hidden}, gx.options());
     cbuf = new_buffer({batch, hidden}, f32);
   }
-  const int saved_per_unit = cell == kLstm || cell == kGru ? 5 : 1;
+  const int saved_per_unit = info.saved;
   auto out = new_buffer({seq_len, batch, hidden}, gx.options());
   auto h_n = new_buffer({batch, hidden}, gx.options());
   auto saved = new_buffer({seq_len, batch, saved_per_unit * hidden}, f32);
   auto hx = new_buffer({2, batch, hidden}, gx.options());  // exchanged in the storage dtype
   auto hstate = new_buffer({batch, hidden}, f32);
-  ForwardLaunch launch{cell, reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hx, hstate, cbuf};
+  ForwardLaunch launch{reverse, tf32, gx, w_hh, b_hn, h0, c0, lengths, out, h_n, c_n, saved, hx, hstate, cbuf};
   dispatch(cell, gx.scalar_type(), fn, launch);
   return {out, h_n, c_n, saved};
 }

@@ -22,8 +22,10 @@ from .cpu import backend as _cpu_backend  # noqa: F401  (registers "cpu")
 from .serialization import register_safe_globals as _register_safe_globals
 from .patching import is_patched, patch
 from .conversion import convert
+from . import quantization as _quantization
 
 _register_safe_globals()
+_quantization.install()  # the modules' qconfig attribute (quantize_dynamic support)
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,11 @@
-"""Backend registry and selection.
+"""Backend registry and selection: the one place a call decides which backend runs it.
 
-A backend runs one layer in one direction over a whole padded sequence (the seam in
-:mod:`fastrnn.functional`). Which backend runs is decided, first match wins, by
+A backend runs one layer in one direction over a whole padded sequence (``run_layer``, the seam
+of :mod:`fastrnn.functional`), and may run a whole module (``run_module``) or a cell step
+(``run_cell``) its own way. Every call decides once: a module or cell forward calls
+:func:`choose` once and runs everything on that backend; :func:`run_layer` (used by
+:mod:`fastrnn.functional` and by the operator of :mod:`fastrnn.ops`) decides once per
+layer-direction and runs it. Which backend runs is decided, first match wins, by
 
 1. the module's (or functional call's) ``backend=`` argument, when it is not ``"auto"``;
 2. the innermost ``with fastrnn.use_backend(name):`` block, when it is not ``"auto"``;
@@ -24,6 +28,7 @@ inside the block see it (and so would other threads running at the same time). A
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
@@ -31,6 +36,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 import torch
 
 from .cells import Cell
+from .tracing import tracing
 
 ENV_VAR = "FASTRNN_BACKEND"
 AUTO = "auto"
@@ -62,6 +68,45 @@ class LayerProblem(NamedTuple):
     bidirectional: bool = False
 
 
+def layer_problem(cell: Cell, x, weight_hh, weight_hr, has_bias: bool, has_lengths: bool) -> LayerProblem:
+    """The problem of one layer-direction with input ``x`` (T, B, I) and recurrent weight
+    ``weight_hh`` (G*H, H_out) (and projection ``weight_hr``, or None)."""
+    return LayerProblem(
+        cell=cell,
+        device=x.device,
+        dtype=x.dtype,
+        input_size=x.shape[2],
+        hidden_size=weight_hh.shape[0] // cell.num_gates,
+        proj_size=0 if weight_hr is None else weight_hr.shape[0],
+        batch_size=x.shape[1],
+        seq_len=x.shape[0],
+        has_bias=has_bias,
+        has_lengths=has_lengths,
+    )
+
+
+# Where a run_layer / run_module / run_cell named as "package.module:function" is found: resolved
+# on first use, so registering a backend imports none of its kernels (and its registration
+# module need not import its autograd module, which imports the kernels and the registration's
+# helpers: no circle, no trampoline function).
+_ENTRY_POINTS: Dict[str, Callable] = {}
+
+
+def resolve(entry: Union[str, Callable, None]) -> Optional[Callable]:
+    """``entry`` itself, or the function a ``"module:function"`` string names (imported now)."""
+    if not isinstance(entry, str):
+        return entry
+    function = _ENTRY_POINTS.get(entry)
+    if function is None:
+        module, _, name = entry.partition(":")
+        function = _ENTRY_POINTS[entry] = getattr(importlib.import_module(module), name)
+    return function
+
+
+# Every backend's run_module unless it has its own: the generic stack of layers x directions.
+GENERIC_STACK = "fastrnn.layer_stack:run_module"
+
+
 @dataclass
 class Backend:
     """A registered backend.
@@ -71,21 +116,27 @@ class Backend:
     has the signature of :func:`fastrnn.reference.reference_layer`. ``auto`` says whether
     ``backend="auto"`` may pick it: True, False (only run when named), or a function of the
     problem returning why not (None: admitted), as kernel backends use for
-    :mod:`fastrnn.measured`. ``run_module``, when set, runs a whole RNN/LSTM/GRU module's stack
-    in one call (see :func:`fastrnn.torch_backend.run_module`); modules use it instead of
-    calling ``run_layer`` per layer-direction; ``run_cell`` likewise runs one step of a cell
-    module (see :func:`fastrnn.torch_backend.run_cell`). ``note`` returns what a user should know about
-    running a problem on this backend that cannot be decided at forward time (None: nothing).
+    :mod:`fastrnn.measured`. ``run_module`` runs a whole RNN/LSTM/GRU module's forward with the
+    signature of :func:`fastrnn.layer_stack.run_module`; by default that generic stack, which
+    calls ``run_layer`` per layer-direction (:func:`fastrnn.torch_backend.run_module` makes one
+    call for the whole stack instead). ``run_cell``, when set, runs one step of a cell module
+    (see :func:`fastrnn.torch_backend.run_cell`); without it a cell step is ``run_layer`` over
+    one step. ``note`` returns what a user should know about running a problem on this backend
+    that cannot be decided at forward time (None: nothing).
+
+    ``run_layer``, ``run_module`` and ``run_cell`` are functions or ``"module:function"``
+    strings, imported when first used (:func:`resolve`): kernel backends name their autograd
+    entry point so that registering them imports no kernel.
     """
 
     name: str
     priority: int  # higher is tried first under "auto"
-    run_layer: Callable
+    run_layer: Union[str, Callable]
     unavailable: Callable[[], Optional[str]] = lambda: None
     unsupported: Callable[[LayerProblem], Optional[str]] = lambda problem: None
     auto: Union[bool, Callable[[LayerProblem], Optional[str]]] = True
-    run_module: Optional[Callable] = None
-    run_cell: Optional[Callable] = None
+    run_module: Union[str, Callable] = GENERIC_STACK
+    run_cell: Union[str, Callable, None] = None
     note: Callable[[LayerProblem], Optional[str]] = lambda problem: None
 
     def not_auto(self, problem: LayerProblem) -> Optional[str]:
@@ -93,6 +144,18 @@ class Backend:
         if callable(self.auto):
             return self.auto(problem)
         return None if self.auto else "not yet verified on real hardware; only run when named"
+
+    def layer_runner(self) -> Callable:
+        """``run_layer`` as a function."""
+        return resolve(self.run_layer)
+
+    def module_runner(self) -> Callable:
+        """``run_module`` as a function."""
+        return resolve(self.run_module)
+
+    def cell_runner(self) -> Optional[Callable]:
+        """``run_cell`` as a function, or None (a cell step runs as a one-step layer)."""
+        return resolve(self.run_cell)
 
 
 _REGISTRY: Dict[str, Backend] = {}
@@ -185,7 +248,7 @@ def _requested(argument: str) -> tuple:
 
 def explain(problem: LayerProblem, argument: str = AUTO) -> BackendChoice:
     """Decide which backend runs ``problem``; raise BackendError if a named one cannot."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if tracing():
         # Sizes may be symbolic (hashing them would specialise), and backends decide differently.
         return _decide(problem, argument)
     key = (problem, argument, _context_backend, os.environ.get(ENV_VAR), _REGISTRY_VERSION[0], len(_REGISTRY))
@@ -220,3 +283,18 @@ def _decide(problem: LayerProblem, argument: str) -> BackendChoice:
 
 def get_backend(name: str) -> Backend:
     return _REGISTRY[check_backend_name(name)]
+
+
+def choose(problem: LayerProblem, argument: str = AUTO) -> Backend:
+    """The backend that runs ``problem`` (see :func:`explain`): the one decision of a call."""
+    return _REGISTRY[explain(problem, argument).backend]
+
+
+def run_layer(cell: Cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+              backend: str = AUTO):
+    """Decide once and run one layer-direction (arguments checked by the caller: see
+    :func:`fastrnn.functional.rnn_layer`); returns (out, h_T, c_T or None)."""
+    problem = layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
+    return choose(problem, backend).layer_runner()(
+        cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse
+    )

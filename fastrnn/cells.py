@@ -23,6 +23,25 @@ then passes ``gh=None`` (``sums_preactivations``).
 The ``update`` functions are plain differentiable torch code: the reference backend runs them as
 they are (autograd gives backward and double backward), and kernel backends are tested against
 them.
+
+Everything else reads this table (gate counts, whether there is a cell state, whether ``b_hh``
+folds into ``gx``, the kernels' cell id); nothing restates it. Adding a cell (LayerNorm-LSTM,
+sLSTM, IndRNN), in order:
+
+1. here: its ``update`` and a ``Cell`` in :data:`CELLS` with ``kernel_id=None``. The reference
+   backend runs it at once, the functional API and tracing too (``fastrnn::rnn_layer`` takes any
+   cell name); backend ``torch`` refuses it (``torch_backend._STACK`` has no torch kernel for
+   it), and so do the kernel backends while ``kernel_id`` is None;
+2. tests: tests/test_cells.py against the equations, a module class if it has a torch.nn-like
+   spelling (fastrnn/modules/);
+3. Triton: the pointwise forward/backward in ``triton/cell_pointwise.py``, a branch under the
+   cell's name in ``triton/cell_step.py`` (``forward_step``, ``backward_step``: gate loads, the
+   saved layout), its saved-value count in ``triton/cell_ids.NUM_SAVED``; then a ``kernel_id``
+   here, and the capacity of its gate count in ``triton/capacity.py`` if that is new;
+4. CUDA: a trait struct in ``kernels/cell_math.cuh`` (``kId``, ``kName``, ``kGates``,
+   ``kSaved``, forward/backward) and its case in ``csrc/launch.h``'s ``dispatch_cell``; the
+   host code reads everything else from the traits;
+5. ONNX (``fastrnn/onnx.py``): only if an ONNX operator expresses it.
 """
 
 from __future__ import annotations
@@ -46,8 +65,7 @@ class Cell:
     has_cell_state: bool  # LSTM carries c besides h
     sums_preactivations: bool  # update depends on gx + gh only, so b_hh may be folded into gx
     update: CellUpdate  # (gx_t, gh_t, h, c) -> (h', c'); c and c' are None without cell state
-    kernel_id: int  # what the fused kernels switch on: Triton's constexpr CELL, CUDA's CellId
-
+    kernel_id: Optional[int]  # the fused kernels' cell id (Triton's constexpr CELL, CUDA's CellId); None: no kernel
 
     @property
     def num_gates(self) -> int:

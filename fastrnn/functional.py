@@ -1,7 +1,11 @@
-"""The functional seam: one layer, one direction, a whole padded sequence.
+"""The functional API: one layer, one direction, a whole padded sequence.
 
-``rnn_layer`` is the single entry point every module goes through; ``rnn_tanh_layer``,
-``rnn_relu_layer``, ``lstm_layer`` and ``gru_layer`` are the per-cell spellings of it.
+``rnn_layer`` checks its arguments and runs the layer on the backend selected for it
+(:func:`fastrnn.backends.run_layer`: one decision per call), or, while a tracer records it, as
+the operator of :mod:`fastrnn.ops`; ``rnn_tanh_layer``, ``rnn_relu_layer``, ``lstm_layer`` and
+``gru_layer`` are the per-cell spellings of it. (Modules do not come through here: they check
+their own arguments as torch.nn does and run :mod:`fastrnn.layer_stack` on the backend they
+chose; every backend's ``run_layer`` is this seam.)
 
 Shapes (time-major, like torch.nn with ``batch_first=False``):
 
@@ -24,9 +28,10 @@ import torch
 from torch import Tensor
 
 from . import backends, ops
-from .backends import LayerProblem
+from .autocast import run_in_autocast_dtype
 from .cells import GRU, LSTM, RNN_RELU, RNN_TANH, Cell
 from .layer_checks import check_layer_args
+from .tracing import tracing
 
 
 def rnn_layer(
@@ -49,28 +54,12 @@ def rnn_layer(
     Every argument is checked (:func:`fastrnn.layer_checks.check_layer_args`), lengths' values
     included (each in 0..T), before a backend runs.
     """
-    return layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                 lengths=lengths, reverse=reverse, backend=backend)
+    # Under autocast the whole layer runs in the autocast dtype (fastrnn/autocast.py).
+    return run_in_autocast_dtype(_checked_layer, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                 weight_hr, lengths, reverse, backend)
 
 
-def layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *, lengths=None,
-          reverse=False, backend="auto", lengths_in_range=False):
-    """:func:`rnn_layer` for fastrnn's modules: ``lengths_in_range=True`` when the lengths come
-    from a checked PackedSequence, so their values are not read again (on a GPU, a sync)."""
-    autocast_dtype = _autocast_dtype(x)
-    if autocast_dtype is not None:
-        # Under autocast the whole layer runs in the autocast dtype, as torch.nn's recurrent ops
-        # do under CUDA autocast: cast x, the states and the weights once here (differentiably,
-        # so fp32 master weights get fp32 grads) and run the backend with autocast off, so every
-        # backend sees one dtype and returns outputs and states in it.
-        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = (
-            _cast(t, autocast_dtype) for t in (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
-        )
-        with torch.autocast(x.device.type, enabled=False):
-            return layer(
-                cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                lengths=lengths, reverse=reverse, backend=backend, lengths_in_range=lengths_in_range,
-            )
+def _checked_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
     if h0 is None and c0 is None and isinstance(x, Tensor) and x.dim() == 3:
         # zero initial state (an LSTM needs both or neither), sized from the weights once they
         # are known to be matrices; check_layer_args checks the rest
@@ -82,54 +71,16 @@ def layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, wei
         h_out = weight_hr.shape[0] if weight_hr is not None else hidden
         h0 = x.new_zeros((x.shape[1], h_out))
         c0 = x.new_zeros((x.shape[1], hidden)) if cell.has_cell_state else None
-    traced = ops.use_op()
+    traced = tracing()
     # Traced lengths have no values; the operator checks them when it runs.
     check_layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                     lengths_in_range=lengths_in_range or traced)
-    if traced:  # a tracer records one operator, which picks and runs the backend itself
-        return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
-                             backend)
-    problem = layer_problem(cell, x, weight_hh.shape[0] // cell.num_gates, weight_hr, bias_ih is not None,
-                            lengths is not None)
-    choice = backends.explain(problem, backend)
-    return backends.get_backend(choice.backend).run_layer(
-        cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse
-    )
+                     lengths_in_range=traced)
+    run = ops.rnn_layer if traced else backends.run_layer  # a tracer records one operator
+    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
 
 
 def _describe(value) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-
-
-def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    """The dtype autocast would run a matmul on ``x`` in, or None when autocast is off for it."""
-    if not x.is_floating_point() or x.dtype == torch.float64:  # autocast leaves float64 alone
-        return None
-    if not torch.is_autocast_enabled(x.device.type):
-        return None
-    return torch.get_autocast_dtype(x.device.type)
-
-
-def _cast(tensor: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    # Same eligibility as autocast's own casts: floating point, not float64.
-    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
-        return tensor
-    return tensor.to(dtype)
-
-
-def layer_problem(cell, x, hidden_size, weight_hr, has_bias, has_lengths) -> LayerProblem:
-    return LayerProblem(
-        cell=cell,
-        device=x.device,
-        dtype=x.dtype,
-        input_size=x.shape[2],
-        hidden_size=hidden_size,
-        proj_size=0 if weight_hr is None else weight_hr.shape[0],
-        batch_size=x.shape[1],
-        seq_len=x.shape[0],
-        has_bias=has_bias,
-        has_lengths=has_lengths,
-    )
 
 
 def rnn_tanh_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, **kwargs):

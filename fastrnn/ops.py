@@ -1,7 +1,7 @@
 """One layer-direction as one PyTorch operator, for tracers (torch.compile, torch.export, ONNX, jit).
 
-Eager mode runs :func:`fastrnn.functional.rnn_layer` as plain Python (a time loop on the
-reference backend, one kernel call on the others). A tracer would unroll that loop: a graph that
+Eager mode runs a layer on its backend directly as plain Python (a time loop on the reference
+backend, one kernel call on the others). A tracer would unroll that loop: a graph that
 grows with T, a recompile for every new T, and a traced length baked into the model. So while
 tracing, ``rnn_layer`` calls the custom operator registered here instead::
 
@@ -10,7 +10,7 @@ tracing, ``rnn_layer`` calls the custom operator registered here instead::
                        str backend) -> (Tensor out, Tensor h_T, Tensor c_T)
 
 Tracers see one node per layer-direction whatever backend runs inside; the operator's
-implementation chooses the backend when it runs (:func:`fastrnn.backends.explain` with the
+implementation chooses the backend when it runs (:func:`fastrnn.backends.run_layer` with the
 ``backend`` string of the schema, so ``"auto"`` in an exported model picks what the machine
 running it supports) and runs that backend's ``run_layer``. ``c_T`` is an empty tensor of shape
 (0,) for cells without a cell state (an operator's outputs cannot be None).
@@ -23,7 +23,7 @@ Autograd: ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on 
 backend's own forward and backward) and returns the gradients of every tensor input, so it is
 right for every backend. The price: a compiled or exported training step runs each layer's
 forward twice. The backward operator is not itself differentiable (double backward through it
-raises); double backward works in eager mode, which never uses these operators (:func:`use_op`).
+raises); double backward works in eager mode, which never uses these operators (:mod:`fastrnn.tracing`).
 """
 
 from __future__ import annotations
@@ -36,30 +36,6 @@ from torch import Tensor
 from . import backends, onnx as _onnx
 from .cells import get_cell
 from .layer_checks import check_op_args
-
-_GRAD_INPUTS = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-
-
-def use_op() -> bool:
-    """Whether rnn_layer should run as the custom operator: only while a tracer records it.
-
-    ``torch.compiler.is_compiling()`` is true under torch.compile, torch.export and the dynamo
-    ONNX exporter; ``torch.jit.is_tracing()`` under torch.jit.trace (and the legacy ONNX
-    exporter). Eager mode keeps the direct path: no dispatcher overhead, and the reference
-    backend's double backward.
-    """
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
-
-
-def _layer_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend):
-    from .functional import layer_problem  # functional imports this module
-
-    cell = get_cell(cell)
-    problem = layer_problem(cell, x, weight_hh.shape[0] // cell.num_gates, weight_hr, bias_ih is not None,
-                            lengths is not None)
-    run_layer = backends.get_backend(backends.explain(problem, backend).backend).run_layer
-    return run_layer, (cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
 
 def _fresh(outputs, inputs) -> list:
     """Outputs as new tensors: an operator may not return (a view of) an input or another output."""
@@ -97,12 +73,11 @@ def rnn_layer_op(
     every argument is checked before a backend runs (:func:`fastrnn.layer_checks.check_op_args`).
     """
     check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
-    args = (cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
-    run_layer, layer_args = _layer_args(*args)
-    out, h, c = run_layer(*layer_args)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
+    out, h, c = backends.run_layer(get_cell(cell), *tensors, reverse, backend)
     if c is None:
         c = x.new_empty((0,))
-    return tuple(_fresh((out, h, c), args[1:10]))
+    return tuple(_fresh((out, h, c), tensors))
 
 
 @rnn_layer_op.register_fake
@@ -161,8 +136,7 @@ def rnn_layer_backward_op(
                                f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
-        run_layer, layer_args = _layer_args(cell, *leaves, lengths, reverse, backend)
-        out, h, c = run_layer(*layer_args)
+        out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
         outputs, grads = [out, h], [grad_out, grad_h]
         if c is not None:
             outputs.append(c)

@@ -9,6 +9,9 @@ Both conversions are differentiable (boolean-mask gather and scatter).
 
 A hand-built PackedSequence is checked first (:func:`check_packed`): ``batch_sizes`` must be what
 the pack_* functions produce, or the layout above does not exist.
+
+These are the eager conversions; while tracing, :mod:`fastrnn.layer_stack` uses the ones of
+:mod:`fastrnn.traced_packing` (sizes from shapes) instead.
 """
 
 from __future__ import annotations
@@ -16,12 +19,8 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
-
-from . import traced_packing
-from .ops import use_op
 
 
 def _show(sizes) -> str:
@@ -80,10 +79,9 @@ def _valid_mask(packed: PackedSequence, device) -> Tensor:
 
 def packed_to_padded(packed: PackedSequence, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """-> (x (T, B, F) in original batch order, zeros past each end; lengths (B,) int64).
-    ``packed`` has passed :func:`check_packed` (the modules check it before anything else);
-    ``state``, a given 3-D initial state, tells a tracer the batch size (traced_packing)."""
-    if use_op():  # a tracer needs sizes that are shapes, not values (fastrnn/traced_packing.py)
-        return traced_packing.packed_to_padded(packed, state)
+    ``packed`` has passed :func:`check_packed` (the modules check it before anything else).
+    ``state`` is for the traced twin (traced_packing), which takes its batch size from it; the
+    eager conversion reads the batch size from ``batch_sizes``."""
     data = packed.data
     mask = _valid_mask(packed, data.device)
     padded = data.new_zeros(mask.shape + data.shape[1:])
@@ -103,24 +101,8 @@ def caller_order(padded: Tensor, lengths: Tensor, packed: PackedSequence) -> Tup
 
 def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:
     """Pack ``out`` (T, B, F, original batch order) with the layout of ``like``."""
-    if use_op():
-        return traced_packing.padded_to_packed(out, like)
     if like.sorted_indices is not None:
         out = out.index_select(1, like.sorted_indices.to(out.device))
     mask = _valid_mask(like, out.device)
     data = out[mask]  # row-major over (T, B): exactly the packed order
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
-
-
-def layer_dropout(x: Tensor, p: float, packed: Optional[PackedSequence]) -> Tensor:
-    """Dropout between layers where torch.nn applies it: ``F.dropout(rows, p)`` on the packed rows
-    (sum(batch_sizes), F) of a layer's output when the input was ``packed``, so the random draws
-    (their number and order) are torch.nn's for the same seed on the CPU; on the padded
-    (T, B, F) output otherwise. Returns the padded (T, B, F) input of the next layer (zeros
-    past each sequence's end)."""
-    if packed is None:
-        return F.dropout(x, p, training=True)
-    rows = padded_to_packed(x, packed).data
-    dropped = PackedSequence(F.dropout(rows, p, training=True), packed.batch_sizes, packed.sorted_indices,
-                             packed.unsorted_indices)
-    return packed_to_padded(dropped)[0]

@@ -17,11 +17,18 @@ which quantization sets on every module of the model:
 
 ``torch.ao.quantization`` is deprecated from torch 2.10 on (in favour of torchao) but still
 works; this module does not import it until a qconfig is set.
+
+The modules know nothing of this: :func:`install` (called by ``import fastrnn``) attaches the
+``qconfig`` attribute to their base classes from here, so quantization depends on the modules
+and on :mod:`fastrnn.conversion`, never the other way round.
 """
 
 from __future__ import annotations
 
 import warnings
+
+from .conversion import convert
+from .modules import rnn, rnn_cell
 
 # fastrnn class name -> torch.ao.nn.quantized.dynamic class name (the same as torch.nn's mapping)
 QUANTIZED = {"LSTM": "LSTM", "GRU": "GRU", "LSTMCell": "LSTMCell", "GRUCell": "GRUCell", "RNNCell": "RNNCell"}
@@ -50,10 +57,19 @@ class QConfigAttribute:
             raise AttributeError("qconfig") from None
 
 
-def _quantizable():
-    import fastrnn
+def install() -> None:
+    """Give fastrnn's module bases the ``qconfig`` attribute above (idempotent)."""
+    for base in (rnn.RNNBase, rnn_cell.RNNCellBase):
+        if not isinstance(base.__dict__.get("qconfig"), QConfigAttribute):
+            base.qconfig = QConfigAttribute()
 
-    return tuple(getattr(fastrnn, name) for name in QUANTIZED)
+
+def _class(name: str) -> type:
+    return getattr(rnn, name, None) or getattr(rnn_cell, name)
+
+
+def _quantizable():
+    return tuple(_class(name) for name in QUANTIZED)
 
 
 def _qconfig_set(module, qconfig) -> None:
@@ -97,8 +113,6 @@ class _ViaTorch:
         self.quantized_cls = quantized_cls
 
     def from_float(self, mod, use_precomputed_fake_quant: bool = False):
-        from .conversion import convert
-
         return self.quantized_cls.from_float(convert(mod, to="torch"),
                                              use_precomputed_fake_quant=use_precomputed_fake_quant)
 
@@ -114,7 +128,5 @@ def register_dynamic_mappings() -> None:
     except ImportError as exc:  # a torch without torch.ao.quantization: nothing would swap anyway
         warnings.warn(f"fastrnn modules stay in floating point: torch.ao.quantization is unavailable ({exc})")
         return
-    import fastrnn
-
     for name, quantized in QUANTIZED.items():
-        DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS.setdefault(getattr(fastrnn, name), _ViaTorch(getattr(nnqd, quantized)))
+        DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS.setdefault(_class(name), _ViaTorch(getattr(nnqd, quantized)))

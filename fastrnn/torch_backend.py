@@ -34,8 +34,8 @@ from torch import Tensor, _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .backends import Backend, BackendError, LayerProblem, register_backend
-from .cells import Cell
-from .functional import _autocast_dtype, _cast
+from .autocast import autocast_dtype, cast
+from .tracing import compiling
 
 # Device types on which torch's recurrent layers run cuDNN, with its limits. Tests add "cpu" to
 # simulate a GPU: every decision below is a function of the problem and this set.
@@ -49,11 +49,13 @@ _WAY_OUT = "run this module with backend='reference' (fastrnn.use_backend('refer
 
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
-    if torch.compiler.is_compiling():
+    if compiling():
         # torch.nn's RNNs are not compiled either: TorchDynamo refuses them, and inductor fails on
         # the CPU kernel (aten.mkldnn_rnn_layer). Compiled layers run fastrnn's other backends.
         # jit.trace is not refused: it records torch's op as it records torch.nn's (aten::lstm).
         return "torch.compile / torch.export is tracing: torch's recurrent kernels do not compile"
+    if problem.cell.mode not in _STACK:
+        return f"torch has no kernel for cell {problem.cell.name!r}"
     if problem.device.type in CUDNN_DEVICE_TYPES:
         if problem.seq_len > CUDNN_MAX_STEPS:
             return f"cuDNN fails on sequences longer than {CUDNN_MAX_STEPS:,} steps (got {problem.seq_len:,})"
@@ -113,11 +115,13 @@ def _cudnn_inputs(tensors: Sequence[Optional[Tensor]], training: bool):
 # ------------------------------------------------------------------------------ whole module
 
 
-def run_module(module, input, hx, batched: bool):
+def run_module(module, input, hx, batched: bool, run_layer=None):
     """A fastrnn RNN/LSTM/GRU ``module``'s forward as torch.nn's forward runs it: one call.
 
     ``input`` and ``hx`` are what the user passed, already checked by the module (as torch.nn
     checks them); returns (output, h_n) or (output, (h_n, c_n)) exactly as torch.nn does.
+    ``run_layer`` (the signature of every ``run_module``, :func:`fastrnn.layer_stack.run_module`)
+    is not used: torch's kernel runs the whole stack.
     """
     packed = isinstance(input, PackedSequence)
     data = input.data if packed else input
@@ -134,10 +138,10 @@ def run_module(module, input, hx, batched: bool):
     weights = module._flat_weights
     lstm = module.cell.has_cell_state
 
-    dtype = _autocast_dtype(data)
+    dtype = autocast_dtype(data)
     if dtype is not None:  # fastrnn's autocast rule: the whole layer in the autocast dtype
-        data, h0, c0 = _cast(data, dtype), _cast(h0, dtype), _cast(c0, dtype)
-        weights = [_cast(w, dtype) for w in weights]
+        data, h0, c0 = cast(data, dtype), cast(h0, dtype), cast(c0, dtype)
+        weights = [cast(w, dtype) for w in weights]
     train = module.training
     if data.device.type in CUDNN_DEVICE_TYPES:
         tensors, train = _cudnn_inputs([data, h0, c0] + weights, train)
@@ -181,9 +185,9 @@ def run_cell(module, x: Tensor, states):
     """
     cell = module.cell
     tensors = [x, *states, module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh]
-    dtype = _autocast_dtype(x)
+    dtype = autocast_dtype(x)
     if dtype is not None:
-        tensors = [_cast(t, dtype) for t in tensors]
+        tensors = [cast(t, dtype) for t in tensors]
     if x.device.type in CUDNN_DEVICE_TYPES:
         tensors, _ = _cudnn_inputs(tensors, False)
     n = len(states)

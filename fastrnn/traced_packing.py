@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from . import packing  # (packing imports this module too; used at call time only)
+from .packing import caller_order
 
 
 @torch.library.custom_op("fastrnn::packed_batch_size", mutates_args=())
@@ -83,7 +83,7 @@ def packed_to_padded(packed: PackedSequence, state: Optional[Tensor] = None) -> 
     padded = data.new_zeros((seq_len * batch,) + data.shape[1:]).index_copy(0, rows, data)
     padded = padded.view((seq_len, batch) + data.shape[1:])
     lengths = (batch_sizes[:, None] > sequences[None, :]).sum(0).to(data.device)
-    return packing.caller_order(padded, lengths, packed)
+    return caller_order(padded, lengths, packed)
 
 
 def padded_to_packed(out: Tensor, like: PackedSequence) -> PackedSequence:

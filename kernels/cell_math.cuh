@@ -50,12 +50,15 @@ FASTRNN_HD R tanh_r(R x) {
   return x < R(0) ? -t : t;
 }
 
-// Cell ids shared with the host code and Python (fastrnn/cuda/autograd.py).
+// Cell ids shared with the host code and Python (fastrnn/cells.py's kernel_id). Everything else
+// the host code needs of a cell it reads from these traits (csrc/launch.h: CellInfo), never from
+// the id. Adding a cell: a struct like these, its id here, a case in launch.h's dispatch_cell.
 enum CellId : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
 
 template <bool kRelu>
 struct ElmanCell {
   static constexpr int kId = kRelu ? kRnnRelu : kRnnTanh;
+  static constexpr const char* kName = kRelu ? "rnn_relu" : "rnn_tanh";  // fastrnn/cells.py's name
   static constexpr int kGates = 1;
   static constexpr int kSaved = 1;
   static constexpr bool kHasCellState = false;
@@ -85,6 +88,7 @@ using ElmanReluCell = ElmanCell<true>;
 
 struct LstmCell {
   static constexpr int kId = kLstm;
+  static constexpr const char* kName = "lstm";
   static constexpr int kGates = 4;
   static constexpr int kSaved = 5;
   static constexpr bool kHasCellState = true;
@@ -123,6 +127,7 @@ struct LstmCell {
 
 struct GruCell {
   static constexpr int kId = kGru;
+  static constexpr const char* kName = "gru";
   static constexpr int kGates = 3;
   static constexpr int kSaved = 5;
   static constexpr bool kHasCellState = false;

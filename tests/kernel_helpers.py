@@ -8,6 +8,17 @@ import torch
 FP32_TOL = 1e-4  # relative error of fp32 kernels against the float64 reference (design.md §6)
 
 
+# Layer cases both kernel backends run against the float64 reference (each adds its own sizes:
+# the Triton tests run in the CPU interpreter, the CUDA tests on a GPU).
+# name: (T, B, I, H, reverse, lengths, given state, bias)
+LAYER_CASES = {
+    "T5-B3-H24": (5, 3, 7, 24, False, None, True, True),
+    "T5-B17-H40-reverse-zero-state": (5, 17, 10, 40, True, None, False, True),
+    "T1-B1-H24": (1, 1, 5, 24, False, None, True, True),
+    "T6-B3-H40-lengths": (6, 3, 7, 40, False, [6, 3, 0], True, True),
+}
+
+
 def rel_err(got, ref):
     assert got is not None and ref is not None
     assert not torch.isnan(got).any(), "NaN in a kernel result: a buffer was not fully written"

@@ -1,7 +1,7 @@
 """torch.autocast: fastrnn layers run in the autocast dtype with fp32 master weights.
 
 Under ``torch.autocast(device, dtype)`` every fastrnn layer and cell casts its input, states and
-weights to the autocast dtype at the layer boundary (``fastrnn.functional.rnn_layer``) and runs
+weights to the autocast dtype at the layer boundary (``fastrnn/autocast.py``) and runs
 in it, as torch.nn's recurrent layers do under CUDA autocast. So:
 
 * outputs and final states (h_n, and c_n for the LSTM) have the autocast dtype, for every cell,

@@ -186,6 +186,16 @@ def test_presets():
         assert len(presets.expand(name, "cpu")) >= 4 and len(presets.expand(name, "cuda")) >= 4
 
 
+def test_timing_harness_presets():
+    """auto-vs-torch and reference-cpu: the shapes and the two implementations they compare."""
+    auto = presets.expand("auto-vs-torch", "cpu")
+    assert {c.cell for c in auto} == {"lstm", "gru", "rnn_tanh"} and {c.batch for c in auto} == {1, 16, 64}
+    assert any(c.layers == 2 and c.bidirectional for c in auto)
+    assert presets.BACKENDS["auto-vs-torch"] == ["torch.nn", "auto"]
+    assert presets.BACKENDS["reference-cpu"] == ["torch.nn", "reference"]
+    assert len(presets.expand("reference-cpu", "cpu")) == 6
+
+
 def test_cudnn_heuristic():
     h100 = {"type": "cuda", "capability": [9, 0], "sm_count": 132, "cudnn_enabled": True, "cudnn_version": 91000}
     a10 = dict(h100, capability=[8, 6], sm_count=72)

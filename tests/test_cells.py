@@ -66,3 +66,46 @@ def test_cell_unrolled_equals_layer(kind):
         outs.append(state[0] if isinstance(state, tuple) else state)
     out_ref, _ = layer(x)
     torch.testing.assert_close(torch.stack(outs), out_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_a_new_cell_runs_on_the_reference_and_the_others_say_why_not(monkeypatch):
+    """Step 1 of cells.py's "adding a cell": a Cell with kernel_id=None runs under "auto" (on the
+    reference, which reads only the table) and every other backend refuses it with a reason."""
+    import dataclasses
+
+    from fastrnn import backends, cells
+    from fastrnn.functional import rnn_layer
+
+    scaled = dataclasses.replace(cells.RNN_TANH, name="scaled_tanh", mode="SCALED_TANH", kernel_id=None,
+                                 update=lambda gx, gh, h, c: (0.5 * torch.tanh(gx if gh is None else gx + gh), None))
+    monkeypatch.setitem(cells.CELLS, scaled.name, scaled)
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)  # "auto" decides
+    x, h0 = torch.randn(4, 2, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
+    out, h, c = rnn_layer(scaled, x, h0, None, w_ih, w_hh)
+    expected = h0
+    for t in range(4):
+        expected = 0.5 * torch.tanh(x[t] @ w_ih.t() + expected @ w_hh.t())
+    torch.testing.assert_close(h, expected)
+    assert c is None and out.shape == (4, 2, 5)
+    problem = backends.layer_problem(scaled, x, w_hh, None, False, False)
+    choice = backends.explain(problem)
+    assert choice.backend == "reference"
+    for name in ("torch", "triton", "cuda"):
+        assert "scaled_tanh" in backends.get_backend(name).unsupported(problem)
+
+
+def test_kernels_name_cells_never_by_number():
+    """The Triton kernels compare their constexpr CELL with named cells (triton/cell_step.py),
+    and the CUDA host code reads cell traits, not ids (csrc/launch.h: CellInfo)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in sorted((root / "fastrnn" / "triton").glob("*.py")):
+        hits = re.findall(r"CELL\s*(?:==|!=|<=|>=|<|>)\s*\d", path.read_text())
+        assert not hits, f"{path.name} compares CELL with a number: {hits}"
+    for path in sorted((root / "csrc").glob("*")):
+        text = path.read_text()
+        assert not re.search(r"cell\s*==\s*k(Lstm|Gru|RnnTanh|RnnRelu)\b", text), path.name
+        assert "num_gates(cell)" not in text, path.name

@@ -25,6 +25,7 @@ import fastrnn
 from fastrnn.backends import LayerProblem, get_backend, registered_backends
 from fastrnn.cells import CELLS
 from fastrnn.cuda import backend as cuda_backend
+import kernel_helpers
 from kernel_helpers import FP32_TOL, assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
 from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan
 from fastrnn.functional import rnn_layer
@@ -227,11 +228,7 @@ def launches():
 
 
 LAYER_CASES = {
-    # name: (T, B, I, H, reverse, lengths, given state, bias)
-    "T5-B3-H24": (5, 3, 7, 24, False, None, True, True),
-    "T5-B17-H40-reverse-zero-state": (5, 17, 10, 40, True, None, False, True),
-    "T1-B1-H24": (1, 1, 5, 24, False, None, True, True),
-    "T6-B3-H40-lengths": (6, 3, 7, 40, False, [6, 3, 0], True, True),
+    **kernel_helpers.LAYER_CASES,  # the cases both kernel backends run; larger sizes on a GPU:
     "T6-B17-H200-reverse-lengths": (6, 17, 9, 200, True, "random", True, True),
     "T4-B3-H200-no-bias": (4, 3, 6, 200, True, [4, 1, 2], True, False),
     "T3-B17-H1000-lengths": (3, 17, 8, 1000, False, "random", True, True),  # several units per block

@@ -19,6 +19,7 @@ from kernel_helpers import INPUT_NAMES, assert_matches, make_layer_inputs, rel_e
 
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
+from fastrnn.triton import launch as triton_launch  # noqa: E402  (the launch regime's test hooks)
 
 REGIMES = {"small-H": None, "large-H-step-wise": {"block_hs": 16, "persistent": False}}
 
@@ -36,7 +37,7 @@ def transposed_layout(t):
 def test_non_contiguous_states_match_reference(cell_name, regime, monkeypatch):
     """h0 and c0 stored column-major: outputs and every gradient (dh0, dc0, dW_hh...) as the
     reference's. The backward once read the caller's non-contiguous c0 as if it were dense."""
-    monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", REGIMES[regime])
+    monkeypatch.setattr(triton_launch, "FORCE_LARGE_H", REGIMES[regime])
     cell = CELLS[cell_name]
     T, B, I, H = 4, 3, 5, 24
     inputs = make_layer_inputs(cell, T, B, I, H, device=DEVICE)

@@ -32,10 +32,12 @@ from fastrnn.functional import rnn_layer  # noqa: E402
 from fastrnn.reference import reference_layer  # noqa: E402
 from fastrnn.triton import backend as triton_backend  # noqa: E402
 from fastrnn.triton.capacity import capacity, large_h_capacity, small_h_capacity  # noqa: E402
+import kernel_helpers  # noqa: E402
 from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case  # noqa: E402
 
 
 from fastrnn.triton import autograd as triton_autograd  # noqa: E402  (imports Triton)
+from fastrnn.triton import launch as triton_launch  # noqa: E402  (the launch regime's test hooks)
 
 
 
@@ -54,11 +56,7 @@ class Launches:
 
 
 LAYER_CASES = {
-    # name: (T, B, I, H, reverse, lengths, given state, bias)
-    "T5-B3-H24": (5, 3, 7, 24, False, None, True, True),
-    "T5-B17-H40-reverse-zero-state": (5, 17, 10, 40, True, None, False, True),
-    "T1-B1-H24": (1, 1, 5, 24, False, None, True, True),
-    "T6-B3-H40-lengths": (6, 3, 7, 40, False, [6, 3, 0], True, True),
+    **kernel_helpers.LAYER_CASES,  # the cases both kernel backends run; sizes the interpreter runs fast:
     "T6-B17-H24-reverse-lengths": (6, 17, 9, 24, True, "random", True, True),
     "T4-B3-H24-no-bias": (4, 3, 6, 24, True, [4, 1, 2], True, False),
 }
@@ -101,7 +99,7 @@ def test_large_h_regime_matches_reference(cell_name, case, monkeypatch):
     force, args = LARGE_H_CASES[case]
     if force["persistent"] and DEVICE.type == "cuda":
         force = dict(force, block_hs=16)  # on a GPU the barrier is real: use P > 1
-    monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", force)
+    monkeypatch.setattr(triton_launch, "FORCE_LARGE_H", force)
     check_layer(CELLS[cell_name], *args, kernel="large_h_forward")
 
 
@@ -114,21 +112,21 @@ def test_large_h_chosen_beyond_small_capacity():
 def test_large_h_plan(monkeypatch):
     """Regime, batch groups and mode selection as on an H100 (132 SMs), without launching."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.setattr(triton_autograd, "_num_sms", lambda device: 132)
+    monkeypatch.setattr(triton_launch, "_num_sms", lambda device: 132)
     cuda = torch.device("cuda")
-    plan = triton_autograd.make_plan(16, 768, 4, torch.bfloat16, cuda)  # design.md's anchor problem
+    plan = triton_launch.make_plan(16, 768, 4, torch.bfloat16, cuda)  # design.md's anchor problem
     assert plan.large_h and plan.persistent and plan.block_hs == 16 and plan.slices(768) == 48
     assert plan.groups == 1 and plan.block_h == 1024
-    plan = triton_autograd.make_plan(1024, 512, 4, torch.bfloat16, cuda)  # 64 batch tiles
+    plan = triton_launch.make_plan(1024, 512, 4, torch.bfloat16, cuda)  # 64 batch tiles
     assert plan.persistent and plan.groups == 4 and plan.slices(512) * plan.groups <= 132
-    monkeypatch.setattr(triton_autograd, "_num_sms", lambda device: 16)  # a small GPU
-    plan = triton_autograd.make_plan(16, 512, 4, torch.bfloat16, cuda)  # 32 slices > 16 SMs
+    monkeypatch.setattr(triton_launch, "_num_sms", lambda device: 16)  # a small GPU
+    plan = triton_launch.make_plan(16, 512, 4, torch.bfloat16, cuda)  # 32 slices > 16 SMs
     assert plan.large_h and not plan.persistent and plan.groups == 1
-    assert not triton_autograd.make_plan(16, 64, 4, torch.float32, cuda).large_h
-    assert triton_autograd.make_plan(16, 72, 4, torch.float32, cuda).large_h
-    monkeypatch.setattr(triton_autograd, "_num_sms", lambda device: 132)
-    monkeypatch.setenv(triton_autograd.STEPWISE_ENV, "1")  # the safety valve
-    assert not triton_autograd.make_plan(16, 768, 4, torch.bfloat16, cuda).persistent
+    assert not triton_launch.make_plan(16, 64, 4, torch.float32, cuda).large_h
+    assert triton_launch.make_plan(16, 72, 4, torch.float32, cuda).large_h
+    monkeypatch.setattr(triton_launch, "_num_sms", lambda device: 132)
+    monkeypatch.setenv(triton_launch.STEPWISE_ENV, "1")  # the safety valve
+    assert not triton_launch.make_plan(16, 768, 4, torch.bfloat16, cuda).persistent
 
 
 def test_dot_precision_follows_torch_tf32_flag():
@@ -207,7 +205,7 @@ def test_half_precision(cell_name, regime, dtype, monkeypatch):
     error in the same dtype (both measured against float64), and never above 1e-2."""
     kernel = "forward"
     if regime == "large":
-        monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", {"block_hs": 16, "persistent": False})
+        monkeypatch.setattr(triton_launch, "FORCE_LARGE_H", {"block_hs": 16, "persistent": False})
         kernel = "large_h_forward"
     cell = CELLS[cell_name]
     inputs = make_layer_inputs(cell, 5, 3, 7, 40, device=DEVICE)

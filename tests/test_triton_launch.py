@@ -86,7 +86,7 @@ def test_stalled_barrier_reruns_stepwise(cell_name, monkeypatch):
     gives up after MAX_SPINS polls, flags the stall, and the layer reruns step-wise: a warning,
     correct outputs and gradients, and that device stays step-wise."""
     monkeypatch.setattr(triton_autograd, "POISON", True)
-    monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", {"block_hs": 64, "persistent": True})
+    monkeypatch.setattr(launch, "FORCE_LARGE_H", {"block_hs": 64, "persistent": True})
     monkeypatch.setattr(launch, "COUNTER_START", -1)
     monkeypatch.setattr(launch, "MAX_SPINS", 3)
     monkeypatch.setattr(launch, "_STEPWISE_DEVICES", set())
@@ -106,7 +106,7 @@ def test_stalled_barrier_reruns_stepwise(cell_name, monkeypatch):
 @pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's P = 1 barrier")
 def test_persistent_barrier_passes_without_stall(monkeypatch):
     """The same persistent launch with counters from 0: no warning, one launch each way."""
-    monkeypatch.setattr(triton_autograd, "FORCE_LARGE_H", {"block_hs": 64, "persistent": True})
+    monkeypatch.setattr(launch, "FORCE_LARGE_H", {"block_hs": 64, "persistent": True})
     monkeypatch.setattr(launch, "MAX_SPINS", 3)
     monkeypatch.setattr(launch, "_STEPWISE_DEVICES", set())
     start = dict(triton_autograd.LAUNCHES)

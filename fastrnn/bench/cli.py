@@ -3,6 +3,7 @@
     fastrnn-bench                                  # the `default` preset on the best device here
     fastrnn-bench --preset flashrnn                # B=16 T=1024 I=H=768 bf16/fp16 + published anchors
     fastrnn-bench --preset sweep-batch --cell gru  # sweeps: sweep-batch, sweep-hidden, sweep-seq-len
+    fastrnn-bench --preset auto-vs-torch           # backend="auto" vs torch.nn (also: reference-cpu)
     fastrnn-bench --cell lstm --batch 1,8 --seq-len 256 --hidden-size 512 --dtype bfloat16
     fastrnn-bench --list                           # presets, backends and peers, and what is available
     fastrnn-bench plot bench/results/*.json --out bench/plots
@@ -250,7 +251,7 @@ def _run(args, parser) -> int:
     budget = budget or None
     per_config = budget / len(configs) if budget and configs else None
 
-    impls, impl_notes = runner.select_impls(args.backends)
+    impls, impl_notes = runner.select_impls(args.backends or presets.BACKENDS.get(args.preset))
     notes += impl_notes
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and any(
             impl.backend == "triton" for impl in impls):

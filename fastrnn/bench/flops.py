@@ -12,12 +12,12 @@ training step (forward + backward) is three times the forward.
 
 from __future__ import annotations
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+from ..cells import CELLS
 
 
 def forward_flops(cell: str, batch: int, seq_len: int, input_size: int, hidden_size: int,
                   layers: int = 1, bidirectional: bool = False) -> int:
-    gates = GATES[cell]
+    gates = CELLS[cell].num_gates
     directions = 2 if bidirectional else 1
     total = 0
     for layer in range(layers):

@@ -94,6 +94,12 @@ def _grids(name: str, device_type: str) -> List[Dict[str, list]]:
             return [dict(cell=["lstm"], batch=[16], seq_len=[16, 64, 256, 1024, 4096, 16384],
                          hidden_size=[768], dtype=["bfloat16"])]
         return [dict(cell=["lstm"], batch=[16], seq_len=[8, 32, 128, 512], hidden_size=[128])]
+    if name == "auto-vs-torch":  # backend="auto" against torch.nn: the rule "never slower", the set
+        size = dict(seq_len=[64], hidden_size=[128]) if not gpu else dict(seq_len=[512], hidden_size=[512])
+        return [dict(cell=["lstm", "gru", "rnn_tanh"], batch=[1, 16, 64], **size),
+                dict(cell=["lstm", "gru", "rnn_tanh"], batch=[16], layers=[2], bidirectional=[True], **size)]
+    if name == "reference-cpu":  # the reference backend (the CPU path of every fallback) against torch.nn
+        return [dict(cell=["lstm", "gru", "rnn_tanh"], batch=[16], seq_len=[64], hidden_size=[128, 256])]
     raise KeyError(name)
 
 
@@ -108,7 +114,14 @@ PRESETS = {
     "sweep-batch": "LSTM, batch size swept (T, H fixed; sized by device)",
     "sweep-hidden": "LSTM, hidden size swept (B, T fixed; sized by device)",
     "sweep-seq-len": "LSTM, sequence length swept (B, H fixed; sized by device)",
+    "auto-vs-torch": "backend='auto' against torch.nn (the rule: never slower): LSTM/GRU/Elman at "
+                     "B=1, 16, 64 and a 2-layer bidirectional stack; runs torch.nn and fastrnn:auto",
+    "reference-cpu": "the reference backend against torch.nn, B=16 T=64 H=128 and 256; runs torch.nn "
+                     "and fastrnn:reference",
 }
+
+# What a preset runs when --backends is not given (default: everything available).
+BACKENDS = {"auto-vs-torch": ["torch.nn", "auto"], "reference-cpu": ["torch.nn", "reference"]}
 
 DEFAULTS = dict(layers=[1], bidirectional=[False], dtype=["float32"])
 

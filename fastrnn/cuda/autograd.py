@@ -1,6 +1,7 @@
 """The autograd Function of the CUDA backend: torch GEMMs around the two persistent kernels.
 
-Same structure as :mod:`fastrnn.triton.autograd`; the GEMMs around the kernels (input
+Same structure as :mod:`fastrnn.triton.autograd` (Liger-Kernel's shape: host passes
+:func:`forward_pass` / :func:`backward_pass`, a short Function around them); the GEMMs around the kernels (input
 projection, dx, dW_ih, dW_hh, biases) are :mod:`fastrnn.fused`'s:
 
 Forward (one layer-direction):
@@ -29,56 +30,64 @@ from torch import Tensor
 
 from fastrnn import _C
 
+from ..cells import CELLS, Cell
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
                      saved_inputs, uses_tf32)
-from .backend import CELL_IDS
-
-LSTM, GRU = CELL_IDS["lstm"], CELL_IDS["gru"]
 
 # How many times each kernel was launched in this process ("forward", "backward"): the tests
 # read it to prove the CUDA kernels (not a fallback) ran.
 LAUNCHES: collections.Counter = collections.Counter()
 
 
+def forward_pass(cell: Cell, reverse: bool, tf32: bool, lengths: Tensor, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """The forward of one layer-direction: -> (out, h_T, c_T (LSTM, else undefined), saved)."""
+    gru = not cell.sums_preactivations  # b_hn goes to the kernel
+    gx, b_hn = input_projection(gru, x, w_ih, b_ih, b_hh)
+    if gru and b_hn is None:
+        b_hn = w_hh.new_zeros(w_hh.shape[1])
+    # _C requires contiguous tensors; the Function's own inputs (what backward saves) stay as given.
+    c0_arg = c0.contiguous() if cell.has_cell_state else None
+    out, h_t, c_t, saved = _C.rnn_forward(cell.kernel_id, reverse, tf32, gx, w_hh.contiguous(), b_hn,
+                                          h0.contiguous(), c0_arg, lengths)
+    LAUNCHES["forward"] += 1
+    return out, h_t, c_t, saved
+
+
+def backward_pass(cell: Cell, reverse: bool, tf32: bool, dout, dh_t, dc_t, h0, w_hh, lengths, out, saved):
+    """The kernel part of the backward: -> (dgx, dgh_n (GRU), dh0, dc0 (LSTM))."""
+    # Gradients of unused outputs arrive as None under some autograd paths: zeros then.
+    dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
+    zeros = torch.zeros(h0.shape, dtype=h0.dtype, device=h0.device)  # dense, whatever h0's layout
+    dh_t = dh_t.contiguous() if dh_t is not None else zeros
+    dc_arg = None
+    if cell.has_cell_state:
+        dc_arg = dc_t.contiguous() if dc_t is not None else zeros
+    result = _C.rnn_backward(cell.kernel_id, reverse, tf32, dout, dh_t, dc_arg, w_hh.contiguous(),
+                             saved, lengths)
+    LAUNCHES["backward"] += 1
+    return result
+
+
 class CudaLayer(torch.autograd.Function):
+    """(cell name, reverse, int32 lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> (out, h_T[, c_T])."""
+
     @staticmethod
     def forward(ctx, cell_name: str, reverse: bool, lengths: Tensor, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        cell = CELL_IDS[cell_name]
-        hidden = w_hh.shape[1]
-        gx, b_hn = input_projection(cell == GRU, x, w_ih, b_ih, b_hh)
-        if cell == GRU and b_hn is None:
-            b_hn = w_hh.new_zeros(hidden)
-        # _C requires contiguous tensors; the Function's own inputs (what backward saves) stay
-        # as given.
-        c0_arg = c0.contiguous() if cell == LSTM else None
-        tf32 = uses_tf32(x.dtype)
-        out, h_t, c_t, saved = _C.rnn_forward(cell, reverse, tf32, gx, w_hh.contiguous(), b_hn, h0.contiguous(),
-                                              c0_arg, lengths)
-        LAUNCHES["forward"] += 1
-        ctx.cell, ctx.tf32 = cell, tf32
+        cell = CELLS[cell_name]
+        ctx.tf32 = uses_tf32(x.dtype)  # decided once: the backward rounds as the forward did
+        out, h_t, c_t, saved = forward_pass(cell, reverse, ctx.tf32, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         save_inputs(ctx, cell_name, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, out, saved)
-        if cell == LSTM:
-            return out, h_t, c_t
-        return out, h_t
+        return (out, h_t, c_t) if cell.has_cell_state else (out, h_t)
 
     @staticmethod
     def backward(ctx, dout: Tensor, dh_t: Tensor, dc_t: Optional[Tensor] = None):
         if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
             return differentiable_backward(ctx, (dout, dh_t, dc_t))
         (x, h0, _, w_ih, w_hh, _, _), lengths, (out, saved) = saved_inputs(ctx)
-        w_hh = w_hh.contiguous()
-        cell = ctx.cell
-        # Gradients of unused outputs arrive as None under some autograd paths: zeros then.
-        dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
-        zeros = torch.zeros(h0.shape, dtype=h0.dtype, device=h0.device)  # dense, whatever h0's layout
-        dh_t = dh_t.contiguous() if dh_t is not None else zeros
-        dc_arg = None
-        if cell == LSTM:
-            dc_arg = dc_t.contiguous() if dc_t is not None else zeros
-        dgx, dghn, dh0, dc0 = _C.rnn_backward(cell, ctx.reverse, ctx.tf32, dout, dh_t, dc_arg, w_hh, saved, lengths)
-        LAUNCHES["backward"] += 1
-
-        return backward_outputs(ctx, cell == GRU, cell == LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
+        cell = CELLS[ctx.cell_name]
+        dgx, dghn, dh0, dc0 = backward_pass(cell, ctx.reverse, ctx.tf32, dout, dh_t, dc_t, h0, w_hh, lengths, out, saved)
+        return backward_outputs(ctx, not cell.sums_preactivations, cell.has_cell_state, dgx, dghn, dh0, dc0, x,
+                                w_ih, out, h0, lengths)
 
 
 def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):

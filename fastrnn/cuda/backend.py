@@ -30,12 +30,9 @@ import torch
 
 from ..backends import Backend, LayerProblem, register_backend
 from ..measured import auto_rule
-from ..cells import CELLS
 from .capacity import H100_SMEM_PER_BLOCK, H100_SMS, MAX_BATCH_TILE, capacity
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# CellId in kernels/cell_math.cuh; the ids are fastrnn/cells.py's kernel_id.
-CELL_IDS = {cell.name: cell.kernel_id for cell in CELLS.values()}
 EXTENSION_FUNCTIONS = ("rnn_forward", "rnn_backward", "plan", "launch_fit")
 
 
@@ -78,8 +75,8 @@ def device_limits(device: torch.device):
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
-    if cell.name not in CELL_IDS:
-        return f"cell {cell.name!r} has no CUDA kernel"
+    if cell.kernel_id is None:
+        return f"cell {cell.name!r} has no CUDA kernel (fastrnn/cells.py: kernel_id None)"
     if problem.device.type != "cuda":
         return f"the CUDA backend needs CUDA tensors, got tensors on {problem.device}"
     if problem.proj_size > 0:
@@ -97,7 +94,7 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
     if _extension_error() is None and torch.cuda.is_available():
         index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
         # The plan depends on the batch only up to one full batch tile.
-        return _launch_fit(CELL_IDS[cell.name], problem.dtype, problem.hidden_size,
+        return _launch_fit(cell.kernel_id, problem.dtype, problem.hidden_size,
                            min(problem.batch_size, MAX_BATCH_TILE), index)
     return None
 
@@ -113,18 +110,11 @@ def _launch_fit(cell_id: int, dtype: torch.dtype, hidden: int, batch: int, devic
     return f"the CUDA kernels cannot run here: {why}" if why else None
 
 
-def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
-    """Run one layer-direction on the CUDA kernels (signature of ``reference_layer``)."""
-    from .autograd import cuda_layer as run  # imports fastrnn._C; only when a layer actually runs
-
-    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
-
 register_backend(
     Backend(
         name="cuda",
         priority=20,
-        run_layer=cuda_layer,
+        run_layer="fastrnn.cuda.autograd:cuda_layer",  # imports the kernels when a layer first runs
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("cuda"),  # only where verified on a GPU and measured faster than torch

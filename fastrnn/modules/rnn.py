@@ -6,11 +6,15 @@ same seed, a fastrnn module starts from the same weights as its torch.nn twin. T
 is ``backend=`` (see :mod:`fastrnn.backends`).
 
 These classes deliberately do not subclass ``torch.nn.RNNBase``: TorchDynamo breaks the graph on
-every instance of it, and cuDNN weight flattening has no meaning here.
+every instance of it. (``flatten_parameters`` is torch.nn's own, for the ``torch`` backend's
+cuDNN call.)
 
-A forward pass turns the input into a time-major padded batch plus optional per-sequence
-lengths (PackedSequence input), then runs each layer and direction through
-:func:`fastrnn.functional.rnn_layer`, with dropout between layers in training mode.
+A forward pass checks the input as torch.nn does, decides once which backend runs it
+(:func:`fastrnn.backends.choose`) and runs that backend's ``run_module``: by default the generic
+stack of :mod:`fastrnn.layer_stack` (layers x directions through the backend's ``run_layer``,
+dropout between layers in training mode), for backend ``torch`` one call of torch's kernels.
+While a tracer records it, the generic stack runs with one operator per layer-direction
+(:mod:`fastrnn.ops`), each deciding its backend when it runs.
 """
 
 from __future__ import annotations
@@ -18,18 +22,17 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .. import backends, onnx
+from .. import backends, layer_stack, onnx, ops
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..functional import layer as run_layer
-from ..packing import check_packed, layer_dropout, packed_to_padded, padded_to_packed
-from ..quantization import QConfigAttribute
+from ..packing import check_packed
+from ..tracing import compiling, tracing
 from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
 
 
@@ -40,7 +43,7 @@ class RNNBase(nn.Module):
     # derived from ``mode``, so whole-module pickles load with torch.load(weights_only=True).
     cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this module runs (from ``mode``).")
     backend = backends.AUTO  # class default: what fastrnn's forward sees on torch.nn modules under patch()
-    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
+    # (``qconfig`` is set up from above, by fastrnn.quantization.install())
 
     def __init__(
         self,
@@ -159,31 +162,22 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         batched = self._check_forward_input(input)
-        # torch.compile / export record one operator per layer-direction instead (ops.py), chosen
-        # where the graph runs. jit.trace decides here as in eager: on torch's kernels it records
-        # what torch.nn records (aten::lstm, bit-identical to eager), else fastrnn's operators.
-        if not torch.compiler.is_compiling():
-            # The weights against the sizes, on every backend: torch's CPU kernel (run_module)
-            # checks none, and the others would run on weights the sizes do not describe.
-            # (Compiled, each layer's operator checks its weights against x and the state.)
-            check_weights(self, self._flat_weights)
-            choice = backends.explain(self._problem(input, batched), self.backend)
-            run_module = backends.get_backend(choice.backend).run_module
-            if run_module is not None:  # the whole stack in one call (torch's own kernels)
-                return run_module(self, input, hx, batched)
-        x, lengths, packed = self._time_major_input(input, batched, hx)
-        h0, c0 = self._initial_state(x.shape[1], x, hx, packed is not None, batched)
-        out, h_n, c_n = self._run_layers(x, h0, c0, lengths, packed)
-        if packed is not None:
-            output = padded_to_packed(out, packed)
-        elif not batched:
-            output = out.squeeze(1)
-        else:
-            output = out.transpose(0, 1) if self.batch_first else out
-        if not batched:
-            h_n = h_n.squeeze(1)
-            c_n = c_n.squeeze(1) if c_n is not None else None
-        return output, ((h_n, c_n) if self.cell.has_cell_state else h_n)
+        # torch.compile / export record one operator per layer-direction (ops.py), each choosing
+        # its backend where the graph runs (and checking its weights against x and the state).
+        # jit.trace decides here as in eager: on torch's kernels it records what torch.nn records
+        # (aten::lstm, bit-identical to eager), else fastrnn's operators, one per layer-direction.
+        if compiling():
+            return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
+        # The weights against the sizes, on every backend: torch's CPU kernel (run_module) checks
+        # none, and the others would run on weights the sizes do not describe.
+        check_weights(self, self._flat_weights)
+        backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
+        run_layer = self._traced_layer if tracing() else backend.layer_runner()
+        return backend.module_runner()(self, input, hx, batched, run_layer)
+
+    def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
+        return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                             self.backend)
 
     def explain_backend(self, input, hx=None) -> backends.BackendChoice:
         """Which backend a forward on ``input`` would run, and why the others would not."""
@@ -221,19 +215,6 @@ class RNNBase(nn.Module):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         self._check_input(input, expected_dim=input.dim())
         return input.dim() == 3
-
-    def _time_major_input(self, input, batched: bool, hx=None):
-        """-> (x (T, B, I), lengths or None, PackedSequence or None)."""
-        if isinstance(input, PackedSequence):
-            state = hx[0] if isinstance(hx, (tuple, list)) and hx else hx  # h_0: its batch is B
-            x, lengths = packed_to_padded(input, state if isinstance(state, Tensor) and state.dim() == 3 else None)
-            return x, lengths, input
-        x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        if x.shape[0] == 0:  # torch.nn's words; a PackedSequence always has a step (check_packed)
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        return x, None, None
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0
@@ -302,38 +283,6 @@ class RNNBase(nn.Module):
             if tensor.device != x.device:
                 raise RuntimeError(f"Expected {name} on device {x.device} (the input's), got {tensor.device}")
         return h0, c0
-
-    def _run_layers(self, x: Tensor, h0: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
-                    packed: Optional[PackedSequence] = None):
-        h_finals, c_finals = [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
-                out, h, c = run_layer(
-                    self.cell,
-                    x,
-                    h0[k],
-                    c0[k] if c0 is not None else None,
-                    weights["weight_ih"],
-                    weights["weight_hh"],
-                    weights.get("bias_ih"),
-                    weights.get("bias_hh"),
-                    weights.get("weight_hr"),
-                    lengths=lengths,
-                    reverse=direction == 1,
-                    backend=self.backend,
-                    lengths_in_range=True,  # from the PackedSequence, checked by check_packed
-                )
-                outputs.append(out)
-                h_finals.append(h)
-                c_finals.append(c)
-            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = layer_dropout(x, self.dropout, packed)
-        c_n = torch.stack(c_finals) if self.cell.has_cell_state else None
-        return x, torch.stack(h_finals), c_n
 
 
 def _describe(value) -> str:

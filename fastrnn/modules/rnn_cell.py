@@ -1,8 +1,9 @@
 """Drop-in replacements for torch.nn.RNNCell, LSTMCell and GRUCell.
 
 Same constructor (plus ``backend=``), parameters, initialisation, forward and errors as torch.nn.
-One cell step is a layer of one time step, so it runs through the same seam,
-:func:`fastrnn.functional.rnn_layer`, as the multi-step modules.
+A step decides its backend once (:func:`fastrnn.backends.choose`) and runs that backend's
+``run_cell`` (backend ``torch``: torch's cell kernel) or, without one, its ``run_layer`` over a
+layer of one time step, the seam the multi-step modules use too.
 
 As torch.nn's cells: sizes may be 0 (a hidden size of 0 gives (B, 0) states), any integer type
 is a size, ``bias`` is taken for its truth value. Deliberate differences: an unknown
@@ -19,11 +20,11 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import backends
+from .. import backends, ops
+from ..autocast import run_in_autocast_dtype
 from ..backends import LayerProblem
 from ..cells import cell_of
-from ..functional import rnn_layer
-from ..quantization import QConfigAttribute
+from ..tracing import compiling, tracing
 from .state_checks import StateError, check_cell_state
 
 
@@ -31,7 +32,7 @@ class RNNCellBase(nn.Module):
     # As fastrnn.RNNBase: instances hold plain data; the Cell is derived from ``mode``.
     cell = property(cell_of, doc="The :class:`fastrnn.cells.Cell` this cell runs (from ``mode``).")
     backend = backends.AUTO
-    qconfig = QConfigAttribute()  # quantized as torch.nn's under quantize_dynamic, or a warning
+    # (``qconfig`` is set up from above, by fastrnn.quantization.install())
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None, *, backend="auto"):
         super().__init__()
@@ -88,11 +89,14 @@ class RNNCellBase(nn.Module):
             raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        run_cell = None
-        if not torch.compiler.is_compiling():  # compile/export: one operator for the step (ops.py)
+        if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
+            run_cell, run_layer = None, self._traced_layer
+        else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
             problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
                                    x.shape[0], 1, self.bias, False)  # a layer of one step
-            run_cell = backends.get_backend(backends.explain(problem, self.backend).backend).run_cell
+            backend = backends.choose(problem, self.backend)
+            run_cell = backend.cell_runner()
+            run_layer = self._traced_layer if tracing() else backend.layer_runner()
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
@@ -132,12 +136,16 @@ class RNNCellBase(nn.Module):
                 if s.device != x.device:
                     raise RuntimeError(f"hidden{k} is on device {s.device}, but input is on {x.device}")
         c0 = states[1] if self.cell.has_cell_state else None
-        _, h, c = rnn_layer(
-            self.cell, x.unsqueeze(0), states[0], c0, self.weight_ih, self.weight_hh,
-            self.bias_ih, self.bias_hh, backend=self.backend,
+        _, h, c = run_in_autocast_dtype(  # under autocast the step runs in the autocast dtype
+            run_layer, self.cell, x.unsqueeze(0), states[0], c0, self.weight_ih, self.weight_hh,
+            self.bias_ih, self.bias_hh, None, None, False,
         )
         out = (h, c) if self.cell.has_cell_state else (h,)
         return tuple(t if batched else t.squeeze(0) for t in out)
+
+    def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
+        return ops.rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                             self.backend)
 
     @staticmethod
     def _check_hidden_dims(cls_name: str, hx, label: str) -> None:

@@ -29,7 +29,6 @@ import torch
 from ..backends import Backend, LayerProblem, register_backend
 from ..measured import auto_rule
 from .capacity import capacity
-from .cell_ids import CELL_IDS
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -61,8 +60,8 @@ def unavailable() -> Optional[str]:
 
 def unsupported(problem: LayerProblem) -> Optional[str]:
     cell = problem.cell
-    if cell.name not in CELL_IDS:
-        return f"cell {cell.name!r} has no Triton kernel"
+    if cell.kernel_id is None:
+        return f"cell {cell.name!r} has no Triton kernel (fastrnn/cells.py: kernel_id None)"
     if problem.proj_size > 0:
         return "proj_size > 0 (LSTM projection) is not implemented in the Triton kernels"
     if problem.dtype not in SUPPORTED_DTYPES:
@@ -88,18 +87,11 @@ def unsupported(problem: LayerProblem) -> Optional[str]:
     return None
 
 
-def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
-    """Run one layer-direction on the Triton kernels (signature of ``reference_layer``)."""
-    from .autograd import triton_layer as run  # imports Triton; only when a layer actually runs
-
-    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
-
 register_backend(
     Backend(
         name="triton",
         priority=10,
-        run_layer=triton_layer,
+        run_layer="fastrnn.triton.autograd:triton_layer",  # imports the kernels when a layer first runs
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("triton"),  # only where verified on a GPU and measured faster than torch

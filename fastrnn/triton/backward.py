@@ -18,7 +18,7 @@ dW_hh, biases, dx) is large GEMMs/reductions over dgx in torch (autograd.py).
 import triton
 import triton.language as tl
 
-from .cell_step import backward_rows, backward_step, load_gate_tiles
+from .cell_step import LSTM, GRU, backward_rows, backward_step, load_gate_tiles
 from .forward import batch_tile
 
 
@@ -42,7 +42,7 @@ def recurrent_backward_kernel(
     H: tl.constexpr,
     G: tl.constexpr,
     S: tl.constexpr,
-    CELL: tl.constexpr,  # 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru
+    CELL: tl.constexpr,  # cell id: compared with cell_step's LSTM, GRU, RNN_RELU
     REVERSE: tl.constexpr,  # direction of the *forward* pass
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -57,7 +57,7 @@ def recurrent_backward_kernel(
 
     dh = tl.load(dhT_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     dc = tl.full((BLOCK_B, BLOCK_H), 0.0, tl.float32)
-    if CELL == 2:
+    if CELL == LSTM:
         dc = tl.load(dcT_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
@@ -67,17 +67,17 @@ def recurrent_backward_kernel(
             dh, dc, row, prev_row, has_prev, active, state_offs, offs_h, mask, dout_ptr, saved_ptr, out_ptr, h0_ptr,
             c0_ptr, dgx_ptr, dghn_ptr, H, G, S, CELL
         )
-        if CELL == 3:  # dh_prev = dh_tot * z + dgh @ W_hh
+        if CELL == GRU:  # dh_prev = dh_tot * z + dgh @ W_hh
             dh_prev = dh_direct + tl.dot(dg0.to(wdt), w0, input_precision=DOT_PRECISION)
         else:
             dh_prev = tl.dot(dg0.to(wdt), w0, input_precision=DOT_PRECISION)
-        if CELL >= 2:
+        if G > 1:  # LSTM, GRU
             dh_prev += tl.dot(dg1.to(wdt), w1, input_precision=DOT_PRECISION)
             dh_prev += tl.dot(dg2.to(wdt), w2, input_precision=DOT_PRECISION)
-        if CELL == 2:
+        if CELL == LSTM:
             dh_prev += tl.dot(dg3.to(wdt), w3, input_precision=DOT_PRECISION)
         dh = tl.where(active, dh_prev, dh)
 
     tl.store(dh0_ptr + state_offs, dh.to(dh0_ptr.dtype.element_ty), mask=mask)
-    if CELL == 2:
+    if CELL == LSTM:
         tl.store(dc0_ptr + state_offs, dc.to(dc0_ptr.dtype.element_ty), mask=mask)

@@ -4,7 +4,7 @@ The small-H kernels (forward.py, backward.py) and the large-H kernels (large_h.p
 who owns which hidden units and how h / dh cross programs; the step itself is the same and lives
 here. A caller works on the hidden units ``offs`` it owns (all of them in the small-H regime,
 its slice in the large-H one) for the rows ``row = t*B + b`` (int64) of one batch tile, with
-``mask`` = valid (b, unit) pairs. ``CELL`` is a constexpr (see cell_ids.py): the branches of the
+``mask`` = valid (b, unit) pairs. ``CELL`` is a constexpr cell id, compared with the names below (LSTM, GRU, RNN_RELU): the branches of the
 other cells compile away. The pointwise formulas are in cell_pointwise.py; what stays in the
 kernels is who owns what, the time loop, how h / dh reach other programs, and (backward) the
 recurrent dot dh_{t-1} += dgh @ W_hh, which the large-H kernel runs a phase later.
@@ -27,7 +27,14 @@ gradients, and carry dh, dc unchanged.
 import triton
 import triton.language as tl
 
+from . import cell_ids
 from .cell_pointwise import elman_backward, elman_forward, gru_backward, gru_forward, lstm_backward, lstm_forward
+
+# The cells by name, for the kernels' constexpr ``CELL`` (ids from cell_ids.py, i.e. fastrnn/cells.py):
+# kernels compare CELL with these, never with a number. Elman tanh is the remaining case.
+RNN_RELU = tl.constexpr(cell_ids.RNN_RELU)
+LSTM = tl.constexpr(cell_ids.LSTM)
+GRU = tl.constexpr(cell_ids.GRU)
 
 
 @triton.jit
@@ -80,12 +87,7 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
     and passes h on (kept apart from this helper: moving those stores in here reorders them and
     costs the large-H forward registers and spill).
     """
-    if CELL <= 1:
-        a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-        a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
-        h_new = elman_forward(a, CELL == 1)
-        tl.store(saved_ptr + sv_offs, h_new, mask=mask)
-    elif CELL == 2:
+    if CELL == LSTM:
         a_i = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
         a_f = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
         a_g = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
@@ -101,7 +103,7 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
         tl.store(saved_ptr + sv_offs + 2 * H, g, mask=mask)
         tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
         tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
-    else:
+    elif CELL == GRU:
         gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
         gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
         gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
@@ -113,6 +115,11 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
         tl.store(saved_ptr + sv_offs + H, z, mask=mask)
         tl.store(saved_ptr + sv_offs + 2 * H, n, mask=mask)
         tl.store(saved_ptr + sv_offs + 3 * H, gh_n, mask=mask)
+    else:  # Elman tanh / relu
+        a = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+        a += tl.dot(hd, w0, input_precision=DOT_PRECISION)
+        h_new = elman_forward(a, CELL == RNN_RELU)
+        tl.store(saved_ptr + sv_offs, h_new, mask=mask)
 
     return h_new, c
 
@@ -166,13 +173,7 @@ def backward_step(dh, dc, row, prev_row, has_prev, active, state_offs, offs, mas
     prev_mask = mask & has_prev[:, None]
     dh_tot = dh + tl.load(dout_ptr + row[:, None] * H + offs[None, :], mask=mask, other=0.0).to(tl.float32)
     dh_direct = dh_tot
-    if CELL <= 1:
-        h = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
-        dg0 = store_gate_grad(dgx_ptr, gx_offs, elman_backward(dh_tot, h, CELL == 1), active, mask)
-        dg1 = dg0
-        dg2 = dg0
-        dg3 = dg0
-    elif CELL == 2:
+    if CELL == LSTM:
         i = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
         f = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
         g = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
@@ -187,7 +188,7 @@ def backward_step(dh, dc, row, prev_row, has_prev, active, state_offs, offs, mas
         dg2 = store_gate_grad(dgx_ptr, gx_offs + 2 * H, da_g, active, mask)
         dg3 = store_gate_grad(dgx_ptr, gx_offs + 3 * H, da_o, active, mask)
         dc = tl.where(active, dc_prev, dc)
-    else:
+    elif CELL == GRU:
         r = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
         z = tl.load(saved_ptr + sv_offs + H, mask=mask, other=0.0)
         n = tl.load(saved_ptr + sv_offs + 2 * H, mask=mask, other=0.0)
@@ -200,6 +201,12 @@ def backward_step(dh, dc, row, prev_row, has_prev, active, state_offs, offs, mas
         dg1 = store_gate_grad(dgx_ptr, gx_offs + H, da_z, active, mask)
         store_gate_grad(dgx_ptr, gx_offs + 2 * H, da_n, active, mask)
         dg2 = store_gate_grad(dghn_ptr, row[:, None] * H + offs[None, :], dgh_n, active, mask)
+        dg3 = dg0
+    else:  # Elman tanh / relu
+        h = tl.load(saved_ptr + sv_offs, mask=mask, other=0.0)
+        dg0 = store_gate_grad(dgx_ptr, gx_offs, elman_backward(dh_tot, h, CELL == RNN_RELU), active, mask)
+        dg1 = dg0
+        dg2 = dg0
         dg3 = dg0
     return dg0, dg1, dg2, dg3, dh_direct, dc
 

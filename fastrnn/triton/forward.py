@@ -28,7 +28,7 @@ the launcher checks T*B < 2^31.
 import triton
 import triton.language as tl
 
-from .cell_step import forward_step, load_gate_tiles
+from .cell_step import LSTM, GRU, forward_step, load_gate_tiles
 
 
 @triton.jit
@@ -62,7 +62,7 @@ def recurrent_forward_kernel(
     H: tl.constexpr,
     G: tl.constexpr,  # number of gates
     S: tl.constexpr,  # NUM_SAVED
-    CELL: tl.constexpr,  # 0 rnn_tanh, 1 rnn_relu, 2 lstm, 3 gru
+    CELL: tl.constexpr,  # cell id: compared with cell_step's LSTM, GRU, RNN_RELU
     REVERSE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -76,10 +76,10 @@ def recurrent_forward_kernel(
 
     h = tl.load(h0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     c = tl.full((BLOCK_B, BLOCK_H), 0.0, tl.float32)
-    if CELL == 2:
+    if CELL == LSTM:
         c = tl.load(c0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     b_hn = tl.full((BLOCK_H,), 0.0, tl.float32)
-    if CELL == 3:
+    if CELL == GRU:
         b_hn = tl.load(bhn_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
     lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
@@ -100,5 +100,5 @@ def recurrent_forward_kernel(
         tl.store(out_ptr + row[:, None] * H + offs_h[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
 
     tl.store(hT_ptr + state_offs, h.to(hT_ptr.dtype.element_ty), mask=mask)
-    if CELL == 2:
+    if CELL == LSTM:
         tl.store(cT_ptr + state_offs, c.to(cT_ptr.dtype.element_ty), mask=mask)

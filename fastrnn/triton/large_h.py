@@ -44,7 +44,7 @@ step-wise (BARRIER=False)  one launch per step (the launch boundary is the barri
 import triton
 import triton.language as tl
 
-from .cell_step import backward_rows, backward_step, forward_step, load_gate_tiles
+from .cell_step import LSTM, GRU, backward_rows, backward_step, forward_step, load_gate_tiles
 
 
 @triton.jit
@@ -145,7 +145,7 @@ def sliced_forward_kernel(
     # W_g[slice, :]^T as (BLOCK_H, BLOCK_HS) per gate: gates of the owned units from all of h.
     w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, True, WIDEN_WEIGHTS)
     b_hn = tl.full((BLOCK_HS,), 0.0, tl.float32)
-    if CELL == 3:
+    if CELL == GRU:
         b_hn = tl.load(bhn_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)
     BH = B * H  # elements per exchange buffer
 
@@ -170,11 +170,11 @@ def sliced_forward_kernel(
             h = tl.load(hbuf_ptr + cur + own_offs, mask=mask, other=0.0)  # own slice, fp32
             hd = tl.load(hdot_ptr + cur + full_offs, mask=mask_full, other=0.0, cache_modifier=".cg").to(w0.dtype)
             c = h  # a placeholder; the LSTM reads its c from cbuf
-            if CELL == 2:
+            if CELL == LSTM:
                 c = tl.load(cbuf_ptr + own_offs, mask=mask, other=0.0)
             h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
                                     H, CELL, DOT_PRECISION)
-            if CELL == 2:
+            if CELL == LSTM:
                 tl.store(cbuf_ptr + own_offs, c, mask=mask)
             h_next = tl.where(active, h_new, h)
             tl.store(hbuf_ptr + nxt + own_offs, h_next, mask=mask)
@@ -246,14 +246,14 @@ def sliced_backward_kernel(
                 dg_offs = prow[:, None] * (G * H) + offs_k[None, :]
                 dg0 = tl.load(dgx_ptr + dg_offs, mask=mask_full, other=0.0, cache_modifier=".cg")
                 dh += tl.dot(dg0.to(wdt), w0, input_precision=DOT_PRECISION)
-                if CELL == 2:
+                if CELL == LSTM:
                     dg1 = tl.load(dgx_ptr + dg_offs + H, mask=mask_full, other=0.0, cache_modifier=".cg")
                     dg2 = tl.load(dgx_ptr + dg_offs + 2 * H, mask=mask_full, other=0.0, cache_modifier=".cg")
                     dg3 = tl.load(dgx_ptr + dg_offs + 3 * H, mask=mask_full, other=0.0, cache_modifier=".cg")
                     dh += tl.dot(dg1.to(wdt), w1, input_precision=DOT_PRECISION)
                     dh += tl.dot(dg2.to(wdt), w2, input_precision=DOT_PRECISION)
                     dh += tl.dot(dg3.to(wdt), w3, input_precision=DOT_PRECISION)
-                if CELL == 3:
+                if CELL == GRU:
                     dg1 = tl.load(dgx_ptr + dg_offs + H, mask=mask_full, other=0.0, cache_modifier=".cg")
                     dgn = tl.load(dghn_ptr + prow[:, None] * H + offs_k[None, :], mask=mask_full, other=0.0,
                                   cache_modifier=".cg")
@@ -265,16 +265,16 @@ def sliced_backward_kernel(
                 lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
                 active, row, prev_row, has_prev = backward_rows(k, T, B, offs_b, lengths, REVERSE)
                 dc = dh  # a placeholder; the LSTM reads its dc from dcbuf
-                if CELL == 2:
+                if CELL == LSTM:
                     dc = tl.load(dcbuf_ptr + own_offs, mask=mask, other=0.0)
                 # The gate gradients go to dgx (phase A of the next step reads them back).
                 _, _, _, _, dh_direct, dc = backward_step(
                     dh, dc, row, prev_row, has_prev, active, own_offs, offs_j, mask, dout_ptr, saved_ptr, out_ptr,
                     h0_ptr, c0_ptr, dgx_ptr, dghn_ptr, H, G, S, CELL
                 )
-                if CELL == 2:
+                if CELL == LSTM:
                     tl.store(dcbuf_ptr + own_offs, dc, mask=mask)
-                if CELL == 3:  # the direct term dh_tot * z; the rest comes in phase A
+                if CELL == GRU:  # the direct term dh_tot * z; the rest comes in phase A
                     dh = tl.where(active, dh_direct, dh)
                 else:
                     dh = tl.where(active, 0.0, dh)

@@ -1,4 +1,12 @@
-"""Launching the large-H kernels (large_h.py): grid size, cooperative launch, stall fallback.
+"""How the Triton kernels are launched: the regime of a layer-direction and the large-H launches.
+
+The one place that decides the launch regime (:func:`make_plan`): the small-H kernels
+(forward.py / backward.py: one program per batch tile with all of W_hh) up to
+capacity.small_h_capacity, else the large-H kernels (large_h.py: W_hh split in slices of 16
+hidden units), persistent with a grid barrier per step when all slices can be resident at once,
+else one launch per step.
+
+Launching the large-H kernels (large_h.py): grid size, cooperative launch, stall fallback.
 
 The persistent mode runs all T steps in one launch with a grid barrier per step, which is only
 correct when every program of the grid is resident at once. Three guards make a wrong guess an
@@ -23,11 +31,18 @@ a CUDA graph is being captured no synchronisation is allowed: there the layer ru
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import triton
+
+from .backend import interpreting
+from .capacity import MIN_BLOCK, block_size, small_h_capacity
+
+BLOCK_B = 16  # sequences per program; tl.dot needs >= 16 rows
 
 # Polls of the barrier counter before a wait counts as a stall. One poll is an L2 round trip
 # (~0.5-1 us), so about 2-4 s: far beyond any real step (microseconds to milliseconds), short
@@ -40,6 +55,73 @@ _STEPWISE_DEVICES: set = set()
 # Test hook: the value the barrier counters start from. -1 makes every barrier unreachable (the
 # counter reaches P - 1 < P), so a persistent launch stalls and falls back.
 COUNTER_START = 0
+
+
+# Safety valve while the grid barrier is unverified on hardware: FASTRNN_TRITON_STEPWISE=1 makes
+# the large-H regime launch once per step instead of relying on co-resident programs.
+STEPWISE_ENV = "FASTRNN_TRITON_STEPWISE"
+
+# Test hook: force the large-H regime with this slice width (and persistent or step-wise mode)
+# for hidden sizes the small-H kernels would take, e.g. {"block_hs": 16, "persistent": False},
+# optionally with "groups" (batch groups: fewer than batch tiles makes programs loop over tiles).
+FORCE_LARGE_H: Optional[dict] = None
+
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one layer-direction is launched."""
+
+    large_h: bool  # False: small-H kernels (forward.py, backward.py); True: large_h.py
+    block_h: int  # padded hidden size
+    block_hs: int  # large-H: hidden units per program (slice width)
+    persistent: bool  # large-H: one launch with a grid barrier per step (else one launch per step)
+    num_warps: int
+    groups: int  # grid size along the batch: small-H one program per tile; large-H batch groups
+
+    def slices(self, hidden: int) -> int:
+        return triton.cdiv(hidden, self.block_hs)
+
+
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, device: torch.device) -> Plan:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    block_h = block_size(hidden)
+    if FORCE_LARGE_H is None and hidden <= small_h_capacity(num_gates, itemsize):
+        return Plan(False, block_h, block_h, False, 4 if block_h <= 64 else 8, triton.cdiv(batch, BLOCK_B))
+    batch_tiles = triton.cdiv(batch, BLOCK_B)
+    sms = 1 if interpreting() or device.type != "cuda" else _num_sms(device)
+    if FORCE_LARGE_H is not None:
+        block_hs = FORCE_LARGE_H["block_hs"]
+        persistent = FORCE_LARGE_H["persistent"]
+        if persistent and interpreting() and triton.cdiv(hidden, block_hs) > 1:
+            raise ValueError("the interpreter runs programs one by one: a barrier over P > 1 deadlocks")
+    else:
+        # Slices of 16 units (capacity.py measured these); persistent when all slices can be
+        # resident at once (one program per SM), else one launch per step.
+        block_hs = MIN_BLOCK
+        persistent = triton.cdiv(hidden, block_hs) <= sms
+        if os.environ.get(STEPWISE_ENV, "0") == "1":
+            persistent = False
+    slices = triton.cdiv(hidden, block_hs)
+    # Batch groups: as many as stay co-resident in persistent mode, one per tile step-wise.
+    groups = min(batch_tiles, max(1, sms // slices)) if persistent else batch_tiles
+    if FORCE_LARGE_H is not None:
+        groups = FORCE_LARGE_H.get("groups", groups)
+    return Plan(True, block_h, block_hs, persistent, 4 if block_h * block_hs <= 64 * 64 else 8, groups)
+
+
+def step_ranges(seq_len: int, persistent: bool, backward: bool) -> list:
+    """The launches of a large-H kernel: (k_begin, k_end[, finish]) each. Persistent: one launch.
+    Step-wise: one per step; the backward's last launch only finishes step T-1 (phase A: dh0)."""
+    if backward:
+        if persistent:
+            return [(0, seq_len, 1)]
+        return [(k, k + 1, 0) for k in range(seq_len)] + [(seq_len, seq_len, 1)]
+    return [(0, seq_len)] if persistent else [(k, k + 1) for k in range(seq_len)]
 
 
 def programs_per_sm(num_warps: int, regs_per_thread: int, shared_bytes: int, regs_per_sm: int = 65536,

@@ -24,11 +24,11 @@ import tempfile
 import time
 
 from .capacity import block_size
-from .cell_ids import CELL_IDS, NUM_SAVED
+from ..cells import CELLS
+from .cell_ids import kernel_constants
 
 H100_SMEM_PER_BLOCK = 227 * 1024  # bytes a block may use on sm_90 (of 228 KB per SM)
 _FP32_BUFFERS = ("saved_ptr", "hbuf_ptr", "cbuf_ptr", "dhbuf_ptr", "dcbuf_ptr")
-_NUM_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}
 
 
@@ -39,10 +39,9 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
     from triton.compiler import ASTSource
     from triton.compiler import compile as triton_compile
 
-    cell_id = CELL_IDS[cell]
     block_h = block_size(hidden)
     consts = dict(
-        H=hidden, G=_NUM_GATES[cell], S=NUM_SAVED[cell_id], CELL=cell_id, REVERSE=False, BLOCK_B=16,
+        H=hidden, **kernel_constants(CELLS[cell]), REVERSE=False, BLOCK_B=16,
         BLOCK_H=block_h, DOT_PRECISION="ieee" if dtype == "float32" else "tf32", WIDEN_WEIGHTS=False,
     )
     if block_hs is not None:
