@@ -326,13 +326,25 @@ def test_auto_follows_measured_table(monkeypatch, auto_backend):
     gru = CELLS["gru"]
     isa = cpu_isa.current()
     monkeypatch.setattr(measured, "CPU_FASTER_THAN_TORCH",
-                        {isa: (measured.CpuRegion("gru", (1, 4), (128, 512), "test"),)})
+                        {isa: (measured.CpuRegion("gru", (1, 4), (128, 512), 64, "test"),)})
     forget_decisions()
     assert explain(_problem(gru, batch=1, hidden=256)).backend == "cpu"
+    assert explain(_problem(gru, batch=1, hidden=256)._replace(seq_len=63)).backend == "torch"
     other = explain(_problem(gru, batch=16, hidden=256))
     assert other.backend == "torch" and "CPU_FASTER_THAN_TORCH" in other.skipped["cpu"]
     assert explain(_problem(CELLS["lstm"], batch=1, hidden=256)).backend == "torch"
     assert explain(_problem(gru, batch=1, hidden=256, dtype=torch.float64)).backend == "torch"
+
+
+def test_cells_and_short_sequences_stay_on_torch_under_auto(auto_backend):
+    """The measured table covers T >= 128: a cell's single step is not admitted."""
+    cell = fastrnn.GRUCell(256, 256)
+    ref = torch.nn.GRUCell(256, 256)
+    ref.load_state_dict(cell.state_dict())
+    x, h = torch.randn(1, 256), torch.randn(1, 256)
+    with Launches() as launches:
+        assert torch.equal(cell(x, h), ref(x, h))  # torch's own cell kernel: the same bits
+    assert launches.count("forward") == 0
 
 
 def test_unavailable_reason_names_the_build(monkeypatch, auto_backend):

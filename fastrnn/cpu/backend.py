@@ -2,7 +2,7 @@
 
 Nothing here imports the compiled extension ``fastrnn._cpu`` at module level: ``import fastrnn``
 must stay fast and work where it was not built. ``unavailable()`` imports it; :mod:`.autograd`
-uses it when a layer runs.
+(named as the backend's ``run_layer``, imported when a layer first runs) uses it.
 
 Supported: cells rnn_tanh, rnn_relu, lstm, gru; forward and reverse direction; per-sequence
 lengths (0 allowed); given or zero h0/c0; with or without biases; float32 CPU tensors; forward
@@ -81,18 +81,11 @@ def not_auto(problem: LayerProblem) -> Optional[str]:
     return why if why is not None else why_not_auto_cpu(isa.current(), problem)
 
 
-def cpu_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
-    """Run one layer-direction on the CPU kernels (signature of ``reference_layer``)."""
-    from .autograd import cpu_layer as run  # imports fastrnn._cpu; only when a layer actually runs
-
-    return run(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse)
-
-
 register_backend(
     Backend(
         name="cpu",
         priority=15,  # before "torch": admitted to auto only where measured faster than it
-        run_layer=cpu_layer,
+        run_layer="fastrnn.cpu.autograd:cpu_layer",  # imports fastrnn._cpu when a layer first runs
         unavailable=unavailable,
         unsupported=unsupported,
         auto=not_auto,
