@@ -9,7 +9,7 @@ export FASTRNN_CUDA_ARCHS ?= 80;90a
 
 .PHONY: install test bench clean
 
-$(STAMP): requirements.txt pyproject.toml setup.py $(wildcard csrc/* kernels/*)
+$(STAMP): requirements.txt pyproject.toml setup.py $(wildcard csrc/* csrc/cpu/* kernels/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	# --no-build-isolation: setup.py needs the torch installed above to build fastrnn._C.

@@ -1,8 +1,11 @@
-"""Build fastrnn: pure Python always; the CUDA extension fastrnn._C when it can be built.
+"""Build fastrnn: pure Python always; the CUDA extension fastrnn._C and the CPU extension
+fastrnn._cpu (backend "cpu") when they can be built.
 
 Environment:
   FASTRNN_BUILD_CUDA   auto (default): build when torch is a CUDA build and nvcc is found;
                        1: build or fail; 0: never build.
+  FASTRNN_BUILD_CPU    auto (default): build fastrnn._cpu wherever torch and a GCC or Clang
+                       compiler are present (no CUDA needed); 1: build or fail; 0: never build.
   FASTRNN_CUDA_ARCHS   semicolon-separated SM architectures, default "80;90a".
   CUDA_HOME            the CUDA toolkit; when unset it is read from nvcc itself (the folder
                        holding `nvcc` may be a wrapper, not the toolkit).
@@ -11,10 +14,10 @@ Environment:
 Build the extension in place (e.g. on a GPU machine without network):
   python setup.py build_ext --inplace
 
-With auto, a machine that cannot build the extension (no CUDA build of torch, no nvcc, a source
-tree without kernels/ or csrc/) gets fastrnn without it: the reason is printed (pip shows it with
--v) and written to fastrnn/_build_info.py, where the "cuda" backend's unavailability message
-reads it.
+With auto, a machine that cannot build an extension (no CUDA build of torch, no nvcc, a source
+tree without kernels/ or csrc/, no GCC/Clang) gets fastrnn without it: the reason is printed (pip
+shows it with -v) and written to fastrnn/_build_info.py, where the "cuda" and "cpu" backends'
+unavailability messages read it.
 """
 
 import os
@@ -27,6 +30,8 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ["csrc/bindings.cpp", "csrc/probe.cu", "csrc/rnn_forward.cu", "csrc/rnn_backward.cu"]
+# The CPU extension: recurrence.h compiled once per instruction set (each file sets its target).
+CPU_SOURCES = ["csrc/cpu/host.cpp", "csrc/cpu/isa_avx512.cpp", "csrc/cpu/isa_avx2.cpp", "csrc/cpu/isa_portable.cpp"]
 BUILD_INFO = os.path.join(ROOT, "fastrnn", "_build_info.py")
 
 
@@ -39,14 +44,21 @@ def _log(msg):
 BUILD_COMMANDS = {"build", "build_ext", "build_py", "bdist_wheel", "editable_wheel", "develop", "install"}
 
 
-def _record(skipped):
-    """Write why the extension was not built (None: it was) for fastrnn's error messages."""
+# What fastrnn/_build_info.py records: why each extension was not built (None: it was), and the
+# torch the CPU extension was compiled against (importing it into another torch can crash).
+_SKIPPED = {"CUDA_EXTENSION_SKIPPED": None, "CPU_EXTENSION_SKIPPED": None, "CPU_EXTENSION_TORCH": None}
+
+
+def _record(skipped, name="CUDA_EXTENSION_SKIPPED"):
+    """Write why an extension was not built (None: it was) for fastrnn's error messages."""
+    _SKIPPED[name] = skipped
     if not BUILD_COMMANDS.intersection(sys.argv[1:]):
         return
     try:
         with open(BUILD_INFO, "w") as f:
             f.write("# Written by setup.py when fastrnn was built; not in git or the sdist.\n")
-            f.write(f"CUDA_EXTENSION_SKIPPED = {skipped!r}\n")
+            for key, value in _SKIPPED.items():
+                f.write(f"{key} = {value!r}\n")
     except OSError:  # a read-only source tree: the messages then give no build-time reason
         pass
 
@@ -140,5 +152,49 @@ def cuda_extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
 
 
+def cpu_extensions():
+    """fastrnn._cpu: torch's CppExtension, no CUDA toolkit needed."""
+    mode = os.environ.get("FASTRNN_BUILD_CPU", "auto").strip().lower()
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"FASTRNN_BUILD_CPU must be auto, 0 or 1, got {mode!r}")
+
+    def skip(reason):
+        if mode == "1":
+            raise SystemExit(f"FASTRNN_BUILD_CPU=1 but the CPU extension cannot be built: {reason}")
+        _record(reason, "CPU_EXTENSION_SKIPPED")
+        _log(f"not building the CPU extension: {reason}")
+        return []
+
+    if mode == "0":
+        return skip("FASTRNN_BUILD_CPU=0 was set when fastrnn was built")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return skip("torch is not importable in the build environment (pip builds in an isolated "
+                    "environment unless given --no-build-isolation)")
+    missing = [path for path in CPU_SOURCES if not os.path.exists(os.path.join(ROOT, path))]
+    if missing:
+        return skip(f"this source tree lacks {', '.join(missing)}")
+    if sys.platform == "win32":  # the kernels use GCC/Clang vector extensions
+        return skip("building the CPU extension needs GCC or Clang (MSVC is not supported)")
+    from torch.utils.cpp_extension import CppExtension
+
+    flags = ["-O3", "-ffp-contract=fast"]  # fused multiply-adds: one rounding, as torch's GEMMs
+    link = []
+    if sys.platform.startswith("linux"):  # at::parallel_for on torch's OpenMP threads
+        flags.append("-fopenmp")
+        link.append("-fopenmp")
+    _SKIPPED["CPU_EXTENSION_TORCH"] = torch.__version__
+    _record(None, "CPU_EXTENSION_SKIPPED")
+    _log("building fastrnn._cpu (AVX-512, AVX2 and portable paths, chosen at run time)")
+    return [CppExtension(name="fastrnn._cpu", sources=CPU_SOURCES, extra_compile_args=flags,
+                         extra_link_args=link)]
+
+
 ext_modules, cmdclass = cuda_extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+cpu_modules = cpu_extensions()
+if cpu_modules and not cmdclass:
+    from torch.utils.cpp_extension import BuildExtension
+
+    cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
+setup(ext_modules=ext_modules + cpu_modules, cmdclass=cmdclass)

@@ -7,8 +7,15 @@ the two call by call, and reports the median time of each and the ratio torch.nn
 (>= 1: fastrnn is at least as fast), for inference (``no_grad``) and training (forward +
 backward). Outputs are checked equal to torch.nn's first.
 
+Batch-1 steps (RL rollouts, streaming inference call a cell or a layer one step at a time): each
+cell (LSTMCell, GRUCell, RNNCell) and each single-step layer (T=1) at B=1, H in {32, 64, 256},
+inference, where the per-call Python work (checks, the backend decision) is most of the time:
+blocks of calls alternate between the two, and the CPU time of this process per call is
+reported (``time.process_time``: steady on a shared machine, where wall time is not).
+
     python bench/auto_vs_torch.py                 # all configurations, 1 thread
     python bench/auto_vs_torch.py --repeats 201 --threads 2 --json out.json
+    python bench/auto_vs_torch.py --only steps    # the batch-1 step rows only
 """
 
 from __future__ import annotations
@@ -95,6 +102,43 @@ def time_pair(ref, fast, x, training: bool, repeats: int, warmup: int):
     return statistics.median(times["ref"]), statistics.median(times["fast"])
 
 
+STEP_KINDS = ("LSTMCell", "GRUCell", "RNNCell", "LSTM", "GRU", "RNN")
+STEP_SIZES = (32, 64, 256)
+
+
+def step_rows(repeats: int, block: int = 200):
+    """(kind, H, torch.nn us, fastrnn us) per batch-1 step, medians of alternating blocks."""
+    def per_call(module, x, hx):
+        start = time.process_time_ns()
+        for _ in range(block):
+            module(x, hx)
+        return (time.process_time_ns() - start) / block / 1e3
+
+    for size in STEP_SIZES:
+        for kind in STEP_KINDS:
+            ref, fast = getattr(nn, kind)(size, size), getattr(fastrnn, kind)(size, size)
+            fast.load_state_dict(ref.state_dict())
+            cell = kind.endswith("Cell")
+            x, h = (torch.randn(1, size), torch.randn(1, size)) if cell else (torch.randn(1, 1, size), torch.randn(1, 1, size))
+            hx = (h, h.clone()) if kind.startswith("LSTM") else h
+            with torch.no_grad():
+                for got, want in zip(fastrnn_flat(fast(x, hx)), fastrnn_flat(ref(x, hx))):
+                    torch.testing.assert_close(got, want, rtol=0, atol=0)
+                per_call(ref, x, hx), per_call(fast, x, hx)  # warm-up
+                times = {"ref": [], "fast": []}
+                for i in range(repeats):
+                    for name in (("ref", "fast") if i % 2 == 0 else ("fast", "ref")):
+                        times[name].append(per_call(ref if name == "ref" else fast, x, hx))
+            yield kind, size, statistics.median(times["ref"]), statistics.median(times["fast"])
+
+
+def fastrnn_flat(result):
+    """The tensors of a cell's or layer's result, in order."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    return [t for item in result for t in fastrnn_flat(item)]
+
+
 def label(config):
     s = f"{config['cell']} B={config['batch']}"
     if config["layers"] > 1:
@@ -112,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
+    parser.add_argument("--only", choices=("layers", "steps"), default=None,
+                        help="only the sequence rows, or only the batch-1 step rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -119,7 +165,7 @@ def main(argv=None):
     rows = []
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} alternating calls")
     print(f"{'configuration':<26} {'mode':<10} {'torch.nn ms':>12} {'fastrnn ms':>11} {'torch.nn/fastrnn':>17}  backend")
-    for config in configs():
+    for config in configs() if args.only != "steps" else ():
         ref, fast = build(config)
         x = make_input(config, generator=generator)
         check_equal(ref, fast, x)
@@ -130,6 +176,15 @@ def main(argv=None):
             row = dict(config, mode=mode, torch_ms=t_ref, fastrnn_ms=t_fast, ratio=t_ref / t_fast, backend=backend)
             rows.append(row)
             print(f"{label(config):<26} {mode:<10} {t_ref:>12.3f} {t_fast:>11.3f} {t_ref / t_fast:>17.3f}  {backend}",
+                  flush=True)
+    if args.only != "layers":
+        print(f"batch-1 steps (inference), CPU time per call, median of {args.repeats} alternating blocks")
+        print(f"{'configuration':<26} {'mode':<10} {'torch.nn us':>12} {'fastrnn us':>11} {'torch.nn/fastrnn':>17}")
+        for kind, size, t_ref, t_fast in step_rows(args.repeats):
+            row = dict(cell=kind, batch=1, hidden_size=size, seq_len=1, mode="step", torch_ms=t_ref / 1e3,
+                       fastrnn_ms=t_fast / 1e3, ratio=t_ref / t_fast, layers=1, bidirectional=False, packed=False)
+            rows.append(row)
+            print(f"{kind + f' B=1 H={size}':<26} {'step':<10} {t_ref:>12.2f} {t_fast:>11.2f} {t_ref / t_fast:>17.3f}",
                   flush=True)
     worst = min(rows, key=lambda r: r["ratio"])
     print(f"lowest ratio: {worst['ratio']:.3f} ({label(worst)}, {worst['mode']})")

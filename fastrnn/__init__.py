@@ -18,6 +18,7 @@ from . import reference as _reference  # noqa: F401  (registers the "reference" 
 from . import torch_backend as _torch_backend  # noqa: F401  (registers "torch")
 from .triton import backend as _triton_backend  # noqa: F401  (registers "triton")
 from .cuda import backend as _cuda_backend  # noqa: F401  (registers "cuda")
+from .cpu import backend as _cpu_backend  # noqa: F401  (registers "cpu")
 from .serialization import register_safe_globals as _register_safe_globals
 from .patching import is_patched, patch
 from .conversion import convert

@@ -155,7 +155,8 @@ class Backend:
 
     def cell_runner(self) -> Optional[Callable]:
         """``run_cell`` as a function, or None (a cell step runs as a one-step layer)."""
-        return resolve(self.run_cell)
+        run_cell = self.run_cell
+        return run_cell if not isinstance(run_cell, str) else resolve(run_cell)  # (per step: no call)
 
 
 _REGISTRY: Dict[str, Backend] = {}
@@ -173,6 +174,7 @@ def register_backend(backend: Backend) -> None:
 # use_backend, environment) and the registry. Every forward asks, and asking again costs more than
 # a small layer's whole step; the support checks are functions of the problem alone.
 _DECISIONS: Dict[tuple, "BackendChoice"] = {}
+_KEYED_DECISIONS: Dict[tuple, "Backend"] = {}  # choose_by_key's, for the per-call hot paths
 _REGISTRY_VERSION = [0]
 
 
@@ -180,6 +182,7 @@ def forget_decisions() -> None:
     """Drop remembered backend decisions: call it after changing what a support check reads
     (the registry does it by itself)."""
     _DECISIONS.clear()
+    _KEYED_DECISIONS.clear()
     _REGISTRY_VERSION[0] += 1
 
 
@@ -240,7 +243,7 @@ def _requested(argument: str) -> tuple:
     context = _context_backend
     if context is not None and context != AUTO:
         return context, "fastrnn.use_backend()"
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = (_env_setting() or "").strip()
     if env and env != AUTO:
         return check_backend_name(env, f"the {ENV_VAR} environment variable"), ENV_VAR
     return AUTO, "default"
@@ -251,7 +254,7 @@ def explain(problem: LayerProblem, argument: str = AUTO) -> BackendChoice:
     if tracing():
         # Sizes may be symbolic (hashing them would specialise), and backends decide differently.
         return _decide(problem, argument)
-    key = (problem, argument, _context_backend, os.environ.get(ENV_VAR), _REGISTRY_VERSION[0], len(_REGISTRY))
+    key = (problem, argument, _context_backend, _env_setting(), _REGISTRY_VERSION[0], len(_REGISTRY))
     choice = _DECISIONS.get(key)
     if choice is None:
         choice = _decide(problem, argument)
@@ -281,6 +284,22 @@ def _decide(problem: LayerProblem, argument: str) -> BackendChoice:
     raise BackendError(f"no fastrnn backend can run this problem: {skipped}")
 
 
+def _env_setting() -> Optional[str]:
+    """The raw value of FASTRNN_BACKEND, or None. Read on every call (a test or a user may set it
+    between calls), so from CPython's own dict behind ``os.environ`` where there is one: a dict
+    lookup instead of encoding the key (os.environ's item assignment keeps that dict current)."""
+    if _ENV_DATA is None:
+        return os.environ.get(ENV_VAR)
+    value = _ENV_DATA.get(_ENV_KEY)
+    return None if value is None else os.environ.decodevalue(value)
+
+
+try:  # POSIX CPython: bytes -> bytes; Windows: upper-case str -> str
+    _ENV_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(ENV_VAR)
+except AttributeError:  # pragma: no cover - another Python
+    _ENV_DATA = _ENV_KEY = None
+
+
 def get_backend(name: str) -> Backend:
     return _REGISTRY[check_backend_name(name)]
 
@@ -288,6 +307,26 @@ def get_backend(name: str) -> Backend:
 def choose(problem: LayerProblem, argument: str = AUTO) -> Backend:
     """The backend that runs ``problem`` (see :func:`explain`): the one decision of a call."""
     return _REGISTRY[explain(problem, argument).backend]
+
+
+def choose_by_key(key: tuple, problem_of: Callable[[], LayerProblem], argument: str = AUTO) -> Backend:
+    """:func:`choose` for the per-call hot paths of modules and cells (eager mode, not traced).
+
+    ``key`` is a plain tuple of every value ``problem_of()`` builds its problem from; a call
+    whose decision was taken before under the same settings costs one tuple hash instead of
+    building the problem and deciding again (a cell step at batch 1 is a few microseconds in
+    all, and torch.nn's own is the yardstick). Settings are as :func:`explain`'s cache keys them.
+    """
+    # (the variable's raw value, read as _env_setting() reads it, inline: this runs every call)
+    env = _ENV_DATA.get(_ENV_KEY) if _ENV_DATA is not None else os.environ.get(ENV_VAR)
+    full = (key, argument, _context_backend, env, _REGISTRY_VERSION[0], len(_REGISTRY))
+    backend = _KEYED_DECISIONS.get(full)
+    if backend is None:
+        backend = choose(problem_of(), argument)
+        if len(_KEYED_DECISIONS) > 1024:
+            _KEYED_DECISIONS.clear()
+        _KEYED_DECISIONS[full] = backend
+    return backend
 
 
 def run_layer(cell: Cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,

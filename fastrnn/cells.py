@@ -119,7 +119,8 @@ def cell_of(module) -> Cell:
     module holds no functions (``torch.load(weights_only=True)`` can read it), and torch.nn's
     own modules, which also carry ``mode``, can run fastrnn's forward (:func:`fastrnn.patch`).
     """
-    return get_cell(module.mode)
+    cell = _BY_MODE.get(module.mode)  # (a forward asks several times: the common case inline)
+    return cell if cell is not None else get_cell(module.mode)
 
 
 def get_cell(name_or_mode: str) -> Cell:

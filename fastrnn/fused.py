@@ -1,4 +1,4 @@
-"""Host-side pieces shared by the fused-kernel backends (Triton and CUDA).
+"""Host-side pieces shared by the fused-kernel backends (Triton, CUDA and CPU).
 
 Both backends run one layer-direction as: torch GEMM for the input projection of all steps ->
 one persistent forward kernel -> (backward) one persistent reverse-time kernel -> torch GEMMs

@@ -9,8 +9,11 @@
 
 :data:`FASTER_THAN_TORCH` records such regions, one entry per (backend, GPU name); the GPU check's
 results under ``bench/results/`` are what fill it in, by hand, in a commit that cites the results
-file. It is empty: no fastrnn kernel has run on a GPU yet, so ``auto`` runs torch's kernels (or
-the reference where torch cannot) everywhere.
+file. It is empty: no fastrnn kernel has run on a GPU yet, so on a GPU ``auto`` runs torch's
+kernels (or the reference where torch cannot).
+
+The CPU backend ("cpu") has its own table, :data:`CPU_FASTER_THAN_TORCH`, keyed by what carries a
+CPU measurement from one machine to another: instruction set, cell, batch and hidden size.
 """
 
 from __future__ import annotations
@@ -71,3 +74,52 @@ def why_not_auto(backend: str, problem: LayerProblem) -> Optional[str]:
 def auto_rule(backend: str) -> Callable[[LayerProblem], Optional[str]]:
     """The ``Backend.auto`` function of kernel backend ``backend``."""
     return lambda problem: why_not_auto(backend, problem)
+
+
+# ---------------------------------------------------------------------------- the CPU backend
+
+
+@dataclass(frozen=True)
+class CpuRegion:
+    """Configurations where backend "cpu" was measured faster than torch's CPU kernels."""
+
+    cell: str
+    batch: Tuple[int, int]  # inclusive range of batch_size
+    hidden: Tuple[int, int]  # inclusive range of hidden_size
+    min_seq_len: int  # at and above this T (shorter calls, a cell's single step above all, pay
+    #                   the call's fixed cost over fewer steps: not measured)
+    results: str  # what measured it (the README's command and table)
+
+    def contains(self, problem: LayerProblem) -> bool:
+        return (problem.cell.name == self.cell and self.batch[0] <= problem.batch_size <= self.batch[1]
+                and self.hidden[0] <= problem.hidden_size <= self.hidden[1]
+                and problem.seq_len >= self.min_seq_len)
+
+
+# instruction set (fastrnn.cpu.isa) -> regions. Keyed by what carries a measurement from one
+# machine to another: the instruction set, the cell, the batch and hidden sizes.
+# Measured with `fastrnn-bench --preset cpu --device cpu --threads 1` (README, Speed: T=128, I=H,
+# float32, B in {1, 16}, H in {256, 512}, T=128, alternating with torch.nn in one run) on a 2-core
+# AVX-512 Xeon, torch 2.14.1: every corner of each region was faster than torch.nn in inference
+# (1.19-2.72x) and in training (1.54-8.54x), in every run; a region spans the ranges between its
+# measured corners. Not admitted: LSTM (0.96-1.19x of torch's oneDNN LSTM except at B=1 H=256),
+# and every configuration not measured (other sizes, rnn_relu, the AVX2 and portable paths).
+_MEASURED_CPU = "bench/results/20261208T001652_cpu_1756b0868fce.json"
+CPU_FASTER_THAN_TORCH: Dict[str, Tuple[CpuRegion, ...]] = {
+    "avx512": (
+        CpuRegion("gru", (1, 16), (256, 512), 128, _MEASURED_CPU),
+        CpuRegion("rnn_tanh", (1, 16), (256, 512), 128, _MEASURED_CPU),
+    ),
+}
+
+_CPU_NOT_MEASURED = (
+    "not measured faster than torch's CPU kernels for this instruction set, cell, batch and hidden "
+    "size (fastrnn.measured.CPU_FASTER_THAN_TORCH); only run when named"
+)
+
+
+def why_not_auto_cpu(isa: str, problem: LayerProblem) -> Optional[str]:
+    """None when backend "cpu" is measured faster than torch for ``problem`` on ``isa``."""
+    regions = CPU_FASTER_THAN_TORCH.get(isa, ())
+    return None if any(region.contains(problem) for region in regions) else _CPU_NOT_MEASURED
+

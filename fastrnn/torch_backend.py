@@ -138,7 +138,7 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
     weights = module._flat_weights
     lstm = module.cell.has_cell_state
 
-    dtype = autocast_dtype(data)
+    dtype = autocast_dtype(data) if torch._C._is_any_autocast_enabled() else None
     if dtype is not None:  # fastrnn's autocast rule: the whole layer in the autocast dtype
         data, h0, c0 = cast(data, dtype), cast(h0, dtype), cast(c0, dtype)
         weights = [cast(w, dtype) for w in weights]
@@ -183,6 +183,14 @@ def run_cell(module, x: Tensor, states):
     x (B, I) and states, a tuple (h,) or (h, c), batched and checked by the module; returns the
     new states as a tuple. Under autocast the step runs in the autocast dtype (fastrnn's rule).
     """
+    if x.is_cpu and "cpu" not in CUDNN_DEVICE_TYPES and not torch._C._is_any_autocast_enabled():
+        # The common step, as torch.nn's cells make it: one call, nothing else (a batch-1 step
+        # is a few microseconds, and each line of Python here is a few percent of it).
+        if len(states) == 2:  # (torch's lstm_cell returns the tuple (h, c))
+            return _CELL[module.mode](x, states, module.weight_ih, module.weight_hh, module.bias_ih,
+                                      module.bias_hh)
+        return (_CELL[module.mode](x, states[0], module.weight_ih, module.weight_hh, module.bias_ih,
+                                   module.bias_hh),)
     cell = module.cell
     tensors = [x, *states, module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh]
     dtype = autocast_dtype(x)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+FP32_TOL = 1e-4  # relative error of fp32 kernels against the float64 reference (design.md §6)
+
 
 # Layer cases both kernel backends run against the float64 reference (each adds its own sizes:
 # the Triton tests run in the CPU interpreter, the CUDA tests on a GPU).

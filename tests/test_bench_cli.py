@@ -324,3 +324,21 @@ def test_version_recorded_outside_a_checkout(tmp_path):
     assert environment.git_commit(tmp_path) == {"commit": "unknown", "dirty": None}
     meta = environment.run_metadata(torch.device("cpu"))
     assert meta["fastrnn"] == fastrnn.__version__
+
+
+def test_cpu_preset_and_onnxruntime_peer(tmp_path, capsys):
+    """The cpu preset's shapes; onnxruntime runs the same layer (same weights: error within
+    tolerance) for inference and is skipped with its reason for training."""
+    assert {(c.cell, c.batch, c.seq_len, c.input_size, c.hidden_size) for c in presets.expand("cpu", "cpu")} == {
+        (cell, b, 128, h, h) for cell in ("gru", "rnn_tanh", "lstm") for b in (1, 16) for h in (256, 512)}
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "ort.json"
+    rc = cli.main(["--cell", "gru,lstm", "--backends", "torch.nn,onnxruntime", *TINY, "--output", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    rows = [r for r in result["rows"] if r["impl"] == "onnxruntime"]
+    assert {(r["cell"], r["mode"]) for r in rows} == {("gru", "inference"), ("lstm", "inference")}
+    assert all(r["error_ok"] and r["max_rel_err_out"] < 1e-5 for r in rows)
+    assert any(s["impl"] == "onnxruntime" and s.get("mode") == "training" and "inference only" in s["reason"]
+               for s in result["skipped"])

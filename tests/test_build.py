@@ -1,4 +1,8 @@
-"""The CUDA extension fastrnn._C: built and importable wherever it can be built.
+"""The CUDA extension fastrnn._C and the CPU extension fastrnn._cpu: built and importable
+wherever they can be built.
+
+fastrnn._cpu needs only torch and GCC/Clang, so setup.py builds it on every Linux or macOS
+install unless FASTRNN_BUILD_CPU=0.
 
 setup.py builds it when torch is a CUDA build and nvcc is found (FASTRNN_BUILD_CUDA=auto) or
 must build it (FASTRNN_BUILD_CUDA=1, as in CI). On a GPU the build probe kernel also runs.
@@ -7,6 +11,7 @@ must build it (FASTRNN_BUILD_CUDA=1, as in CI). On a GPU the build probe kernel 
 import importlib.util
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -25,6 +30,15 @@ def test_extension_imports_with_its_architectures():
 
     archs = _C.cuda_archs.split(";")
     assert archs and all(a.rstrip("af").isdigit() for a in archs), _C.cuda_archs
+
+
+@pytest.mark.skipif(os.environ.get("FASTRNN_BUILD_CPU") == "0" or sys.platform == "win32",
+                    reason="FASTRNN_BUILD_CPU=0 or Windows: fastrnn._cpu is not built here")
+def test_cpu_extension_imports_with_portable_path():
+    assert importlib.util.find_spec("fastrnn._cpu") is not None, "fastrnn._cpu was not built (see setup.py log)"
+    from fastrnn import _cpu
+
+    assert "portable" in _cpu.supported_isas()
 
 
 @pytest.mark.gpu

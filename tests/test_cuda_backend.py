@@ -26,7 +26,7 @@ from fastrnn.backends import LayerProblem, get_backend, registered_backends
 from fastrnn.cells import CELLS
 from fastrnn.cuda import backend as cuda_backend
 import kernel_helpers
-from kernel_helpers import assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
+from kernel_helpers import FP32_TOL, assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
 from fastrnn.cuda.capacity import H100_SMEM_PER_BLOCK, H100_SMS, capacity, plan, plan_for_blocks
 from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
@@ -36,8 +36,6 @@ BUILT = importlib.util.find_spec("fastrnn._C") is not None
 GPU = torch.cuda.is_available()
 needs_ext = pytest.mark.skipif(not BUILT, reason="fastrnn._C is not built here (no nvcc or no CUDA build of torch)")
 needs_gpu = pytest.mark.skipif(not (GPU and BUILT), reason="needs a CUDA GPU and the built extension fastrnn._C")
-
-FP32_TOL = 1e-4
 
 
 # ----------------------------------------------------------------------------- CPU-runnable

@@ -249,6 +249,7 @@ def test_forward_started_patched_finishes_when_another_thread_undoes(monkeypatch
         return explain(*args, **kwargs)
 
     monkeypatch.setattr(fastrnn.backends, "explain", paused_explain)
+    fastrnn.backends.forget_decisions()  # a remembered decision would not ask explain (choose_by_key)
     result = {}
 
     def run():

@@ -15,8 +15,9 @@ from pathlib import Path
 
 PACKAGE = "fastrnn"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
-# Modules a build makes (the CUDA extension, setup.py's record): no source, no imports of their own.
-GENERATED = {"fastrnn._C", "fastrnn._build_info"}
+# Modules a build makes (the CUDA and CPU extensions, setup.py's record): no source, no imports of
+# their own.
+GENERATED = {"fastrnn._C", "fastrnn._cpu", "fastrnn._build_info"}
 
 
 def _module_name(path: Path) -> str:

@@ -20,6 +20,7 @@ def decisions(monkeypatch):
     """A list that gets one entry (the chosen backend) per decision taken."""
     taken = []
     explain = backends.explain
+    backends.forget_decisions()  # a decision remembered by an earlier test would not be counted
 
     def counting(problem, argument=backends.AUTO):
         choice = explain(problem, argument)
@@ -70,3 +71,23 @@ def test_one_decision_per_functional_call(decisions):
     w_ih, w_hh = torch.randn(20, 3, dtype=D), torch.randn(20, 5, dtype=D)
     fastrnn.functional.lstm_layer(torch.randn(4, 2, 3, dtype=D), None, w_ih, w_hh, backend="reference")
     assert decisions == ["reference"]
+
+
+def test_a_remembered_cell_decision_follows_the_settings(monkeypatch):
+    """A cell step decides by a tuple key (backends.choose_by_key): a change of FASTRNN_BACKEND or
+    of use_backend() between steps is a new decision, not the remembered one."""
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    cell = fastrnn.GRUCell(3, 5, dtype=D)
+    x = torch.randn(1, 3, dtype=D)
+    calls = _runs(monkeypatch, "reference")
+    cell(x)
+    assert calls == []  # auto on the CPU: torch's cell kernel
+    monkeypatch.setenv(backends.ENV_VAR, "reference")
+    cell(x)
+    assert calls == [1]
+    monkeypatch.delenv(backends.ENV_VAR)
+    cell(x)
+    assert calls == [1]
+    with fastrnn.use_backend("reference"):
+        cell(x)
+    assert calls == [1, 1]

@@ -73,7 +73,7 @@ def test_install_from_sdist_without_network(sdist, tmp_path):
     target = tmp_path / "site"
     run = _run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
                 "--quiet", "--target", str(target), str(sdist)], tmp_path, FASTRNN_BUILD_CUDA="0",
-               PIP_NO_CACHE_DIR="1")
+               FASTRNN_BUILD_CPU="0", PIP_NO_CACHE_DIR="1")
     assert run.returncode == 0, run.stdout + run.stderr
     check = (
         # An editable install of the checkout (make's `pip install -e .`) would serve fastrnn's
@@ -86,6 +86,8 @@ def test_install_from_sdist_without_network(sdist, tmp_path):
         "print(fastrnn.__version__)\n"
         "print(fastrnn.LSTM(2, 3)(torch.randn(4, 1, 2))[0].shape)\n"
         "print(unavailable())\n"
+        "from fastrnn.cpu.backend import unavailable\n"
+        "print(unavailable())\n"
         "try:\n"
         "    fastrnn.LSTM(2, 3, backend='triton')(torch.randn(4, 1, 2))\n"
         "except fastrnn.BackendError as e:\n"
@@ -93,10 +95,11 @@ def test_install_from_sdist_without_network(sdist, tmp_path):
     )
     run = _run([sys.executable, "-c", check], tmp_path, PYTHONPATH=str(target))
     assert run.returncode == 0, run.stderr
-    where, version, shape, why, triton = run.stdout.strip().splitlines()
+    where, version, shape, why, why_cpu, triton = run.stdout.strip().splitlines()
     assert Path(where) == target / "fastrnn" and (target / "fastrnn" / "py.typed").is_file()
     assert version == fastrnn.__version__ and shape == "torch.Size([4, 1, 3])"
     assert "not built: FASTRNN_BUILD_CUDA=0 was set" in why and "FASTRNN_BUILD_CUDA=1 pip install" in why
+    assert "no CPU extension fastrnn._cpu (not built: FASTRNN_BUILD_CPU=0 was set" in why_cpu
     assert "triton cannot be imported" in triton and "fastrnn[triton]" in triton
 
 

@@ -22,7 +22,7 @@ if DEVICE.type == "cpu" and not _triton_backend.interpreting():
 
 from fastrnn.triton import autograd as _triton_autograd  # noqa: E402  (imports Triton)
 
-FP32_TOL = 1e-4  # relative error of fp32 kernels against the float64 reference (design.md §6)
+from kernel_helpers import FP32_TOL  # noqa: E402,F401  (re-exported for the Triton test files)
 
 
 @pytest.fixture(autouse=True)

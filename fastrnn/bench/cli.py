@@ -124,7 +124,7 @@ def run_parser() -> argparse.ArgumentParser:
                    help="comma list of float32, bfloat16, float16")
     p.add_argument("--backends", type=_names,
                    help="comma list of what to time: torch (torch.nn), fastrnn backend names "
-                        "(see --list), peers flashrnn, torchrl (default: all available)")
+                        "(see --list), peers flashrnn, torchrl, onnxruntime (default: all available)")
     p.add_argument("--repeats", type=_count("--repeats", 1), help="timed calls per row (default: 30 on GPU, 11 on CPU)")
     p.add_argument("--warmup", type=_count("--warmup", 0), help="untimed calls per row after the error check "
                    "(default: 5 on GPU, 1 on CPU)")

@@ -76,6 +76,9 @@ def _grids(name: str, device_type: str) -> List[Dict[str, list]]:
         return _grids("flashrnn", device_type) + [
             dict(cell=["lstm", "gru", "rnn_tanh"], batch=[256], seq_len=[1024 if gpu else 16],
                  hidden_size=[1024 if gpu else 64], dtype=["bfloat16"] if gpu else ["float32"])]
+    if name == "cpu":  # backend "cpu"'s targets (issue 20): T=128, I=H, float32, on the CPU
+        return [dict(cell=["gru", "rnn_tanh", "lstm"], batch=[1, 16], seq_len=[128], hidden_size=[256, 512],
+                     dtype=["float32"])]
     if name == "sweep-batch":
         if gpu:
             return [dict(cell=["lstm"], batch=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], seq_len=[1024],
@@ -106,6 +109,8 @@ PRESETS = {
                 "numbers (FlashRNN's and cuDNN's on an H100); prints those anchors next to the table",
     "targets": "the kernel issues' speed targets: the flashrnn preset plus B=256 H=1024 (bf16, "
                "T=1024) for LSTM/GRU/Elman",
+    "cpu": "GRU, Elman(tanh), LSTM at B=1 and 16, T=128, H=256 and 512, float32: the fused CPU "
+           "backend's targets (run with --device cpu --threads 1, and 2)",
     "sweep-batch": "LSTM, batch size swept (T, H fixed; sized by device)",
     "sweep-hidden": "LSTM, hidden size swept (B, T fixed; sized by device)",
     "sweep-seq-len": "LSTM, sequence length swept (B, H fixed; sized by device)",

@@ -222,8 +222,10 @@ def run_config(config: Config, impls: List[Impl], device: torch.device, device_i
                     skipped.append({"impl": impl.name, "reason": f"unsupported: {why}"})
                     continue
                 m = fastrnn_module(config, impl.backend, state, device, dtype)
-            else:
-                m = peers.ADAPTERS[impl.name](torch_module(config, device, dtype), config, device, dtype)
+            else:  # a peer gets torch.nn's module with the same weights to convert
+                m = torch_module(config, device, dtype)
+                m.load_state_dict(state)
+                m = peers.ADAPTERS[impl.name](m, config, device, dtype)
             modules[impl] = m
         except Exception as exc:
             skipped.append({"impl": impl.name, "reason": f"failed to build: {type(exc).__name__}: {exc}"})

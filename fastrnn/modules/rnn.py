@@ -109,7 +109,8 @@ class RNNBase(nn.Module):
         # Straight from _parameters (getattr on a Module is slow, and every forward asks);
         # a parametrized weight or a plain tensor attribute is not in it: getattr finds those.
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name, None) for name in self._flat_weights_names]
+        return [params[name] if name in params else getattr(self, name, None)
+                for names in self._all_weights for name in names]  # (= _flat_weights_names, inline)
 
     @_flat_weights.setter
     def _flat_weights(self, value) -> None:
@@ -171,8 +172,13 @@ class RNNBase(nn.Module):
         # The weights against the sizes, on every backend: torch's CPU kernel (run_module) checks
         # none, and the others would run on weights the sizes do not describe.
         check_weights(self, self._flat_weights)
-        backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
-        run_layer = self._traced_layer if tracing() else backend.layer_runner()
+        if isinstance(input, PackedSequence):
+            backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
+        else:  # the one decision, by a tuple of what _problem reads: a batch-1 step costs as torch.nn's
+            key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                   self.bidirectional, self.bias, self.batch_first, input.device, input.dtype, input.shape)
+            backend = backends.choose_by_key(key, lambda: self._problem(input, batched), self.backend)
+        run_layer = self._traced_layer if torch.jit.is_tracing() else backend.layer_runner()
         return backend.module_runner()(self, input, hx, batched, run_layer)
 
     def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
@@ -202,7 +208,6 @@ class RNNBase(nn.Module):
 
     def _check_forward_input(self, input) -> bool:
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
-        name = "RNN" if self.mode.startswith("RNN") else self.mode
         if isinstance(input, PackedSequence):
             if torch.compiler.is_compiling() or torch.jit.is_tracing():
                 onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
@@ -210,11 +215,15 @@ class RNNBase(nn.Module):
             self._check_input(input.data, expected_dim=2)
             return True
         if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+            raise TypeError(f"{self._kind()}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            raise ValueError(f"{self._kind()}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         self._check_input(input, expected_dim=input.dim())
         return input.dim() == 3
+
+    def _kind(self) -> str:
+        """The class name torch.nn's errors give: RNN, LSTM or GRU."""
+        return "RNN" if self.mode.startswith("RNN") else self.mode
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0

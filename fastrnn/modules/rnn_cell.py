@@ -90,13 +90,16 @@ class RNNCellBase(nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
-            run_cell, run_layer = None, self._traced_layer
+            backend = run_cell = None
         else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
-            problem = LayerProblem(self.cell, x.device, x.dtype, self.input_size, self.hidden_size, 0,
-                                   x.shape[0], 1, self.bias, False)  # a layer of one step
-            backend = backends.choose(problem, self.backend)
+            device, batch = x.device, x.shape[0]
+            backend = backends.choose_by_key(  # a step costs what torch.nn's does: decide by a tuple
+                (self.mode, self.input_size, self.hidden_size, self.bias, device, x.dtype, batch),
+                lambda: LayerProblem(self.cell, device, x.dtype, self.input_size, self.hidden_size, 0,
+                                     batch, 1, self.bias, False),  # a layer of one step
+                self.backend,
+            )
             run_cell = backend.cell_runner()
-            run_layer = self._traced_layer if tracing() else backend.layer_runner()
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
@@ -135,6 +138,7 @@ class RNNCellBase(nn.Module):
                     raise RuntimeError(f"hidden{k} dtype ({s.dtype}) does not match input dtype ({x.dtype})")
                 if s.device != x.device:
                     raise RuntimeError(f"hidden{k} is on device {s.device}, but input is on {x.device}")
+        run_layer = self._traced_layer if backend is None or tracing() else backend.layer_runner()
         c0 = states[1] if self.cell.has_cell_state else None
         _, h, c = run_in_autocast_dtype(  # under autocast the step runs in the autocast dtype
             run_layer, self.cell, x.unsqueeze(0), states[0], c0, self.weight_ih, self.weight_hh,
@@ -164,8 +168,11 @@ class RNNCell(RNNCellBase):
         super().__init__(mode, input_size, hidden_size, bias, device, dtype, backend=backend)
 
     def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
-        self._check_hidden_dims("RNNCell", hx, "hidden")
-        return self._step("RNNCell", input, None if hx is None else (hx,))[0]
+        if hx is None:
+            return self._step("RNNCell", input, None)[0]
+        if hx.dim() not in (1, 2):
+            self._check_hidden_dims("RNNCell", hx, "hidden")
+        return self._step("RNNCell", input, (hx,))[0]
 
 
 class LSTMCell(RNNCellBase):
@@ -176,9 +183,12 @@ class LSTMCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx=None):
         if hx is not None:
-            _check_state_pair(hx)
-            for k, value in enumerate(hx):
-                self._check_hidden_dims("LSTMCell", value, f"hx[{k}]")
+            # the common case inline (a step costs what torch.nn's does), the rest explained below
+            if not (type(hx) is tuple and len(hx) == 2 and isinstance(hx[0], Tensor) and isinstance(hx[1], Tensor)
+                    and hx[0].dim() in (1, 2) and hx[1].dim() in (1, 2)):
+                _check_state_pair(hx)
+                for k, value in enumerate(hx):
+                    self._check_hidden_dims("LSTMCell", value, f"hx[{k}]")
         return self._step("LSTMCell", input, hx)
 
 
@@ -201,5 +211,8 @@ class GRUCell(RNNCellBase):
         super().__init__("GRU", input_size, hidden_size, bias, device, dtype, backend=backend)
 
     def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
-        self._check_hidden_dims("GRUCell", hx, "hidden")
-        return self._step("GRUCell", input, None if hx is None else (hx,))[0]
+        if hx is None:
+            return self._step("GRUCell", input, None)[0]
+        if hx.dim() not in (1, 2):
+            self._check_hidden_dims("GRUCell", hx, "hidden")
+        return self._step("GRUCell", input, (hx,))[0]
