@@ -41,7 +41,8 @@ sLSTM, IndRNN), in order:
 4. CUDA: a trait struct in ``kernels/cell_math.cuh`` (``kId``, ``kName``, ``kGates``,
    ``kSaved``, forward/backward) and its case in ``csrc/launch.h``'s ``dispatch_cell``; the
    host code reads everything else from the traits;
-5. ONNX (``fastrnn/onnx.py``): only if an ONNX operator expresses it.
+5. ONNX (``fastrnn/onnx.py``: ``_ONNX_OP``, ``_GATE_ORDER``): only if an ONNX operator
+   expresses it; an unmapped cell's export raises ``OnnxExportError`` saying so.
 """
 
 from __future__ import annotations

@@ -77,6 +77,11 @@ def exporting() -> bool:
 
 
 def _check_exportable(cell: str, dtype, has_projection: bool) -> None:
+    if cell not in _ONNX_OP:  # a cell added to fastrnn.cells without an ONNX mapping here
+        raise OnnxExportError(
+            f"fastrnn: a {cell} layer cannot be exported to ONNX: ONNX's recurrent operators "
+            f"express the cells {sorted(_ONNX_OP)} only"
+        )
     if has_projection:
         raise OnnxExportError(
             "fastrnn: an LSTM with proj_size > 0 cannot be exported to ONNX: ONNX's LSTM operator "

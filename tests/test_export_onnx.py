@@ -173,3 +173,9 @@ def test_an_exported_program_converts_with_the_translation_table():
     inputs = make_inputs(model, 9, 2, torch.float32, seed=9)
     _assert_all_close(_run_session(_session(proto.SerializeToString()), inputs), _eager(model, inputs),
                       rtol=1e-5, atol=1e-5)
+
+
+def test_a_cell_without_an_onnx_operator_is_a_clear_error():
+    """A cell added to fastrnn.cells (see its checklist) exports only once fastrnn/onnx.py maps it."""
+    with pytest.raises(fastrnn.onnx.OnnxExportError, match="cannot be exported to ONNX"):
+        fastrnn.onnx._check_exportable("mgu", torch.float32, False)
