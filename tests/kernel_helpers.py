@@ -115,3 +115,20 @@ def assert_matches(got, grads, expected, expected_grads, tol, given_state=True):
         if e is None or not given_state and name in ("h0", "c0"):
             continue
         assert rel_err(g, e) < tol, f"grad of {name}"
+
+
+class LaunchCounter:
+    """Counts a kernel backend's launches (its ``LAUNCHES`` counter) from ``with`` to count()."""
+
+    def __init__(self, launches):
+        self.launches = launches
+
+    def __enter__(self):
+        self.start = dict(self.launches)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def count(self, kind):
+        return self.launches[kind] - self.start.get(kind, 0)

@@ -23,7 +23,7 @@ from fastrnn.cpu import backend as cpu_backend
 from fastrnn.cpu import isa as cpu_isa
 from fastrnn.functional import rnn_layer
 from fastrnn.reference import reference_layer
-from kernel_helpers import FP32_TOL, assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
+from kernel_helpers import FP32_TOL, LaunchCounter, assert_matches, make_layer_inputs, rel_err, run_and_grad, run_layer_case
 
 # Built and importable (a build for another torch version fails to import: skipped with the reason).
 BUILT = cpu_backend._extension_error() is None
@@ -59,16 +59,9 @@ def poison(monkeypatch):
     forget_decisions()
 
 
-class Launches:
-    def __enter__(self):
-        self.start = dict(cpu_autograd.LAUNCHES)
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def count(self, kind):
-        return cpu_autograd.LAUNCHES[kind] - self.start.get(kind, 0)
+def Launches():
+    """Counts this backend's kernel launches between enter and count()."""
+    return LaunchCounter(cpu_autograd.LAUNCHES)
 
 
 LAYER_CASES = {

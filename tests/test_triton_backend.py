@@ -41,18 +41,9 @@ from fastrnn.triton import launch as triton_launch  # noqa: E402  (the launch re
 
 
 
-class Launches:
-    """Counts kernel launches between enter and check()."""
-
-    def __enter__(self):
-        self.start = dict(triton_autograd.LAUNCHES)
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def count(self, kind):
-        return triton_autograd.LAUNCHES[kind] - self.start.get(kind, 0)
+def Launches():
+    """Counts this backend's kernel launches between enter and count()."""
+    return kernel_helpers.LaunchCounter(triton_autograd.LAUNCHES)
 
 
 LAYER_CASES = {
