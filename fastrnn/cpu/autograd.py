@@ -30,7 +30,6 @@ from ..fused import backward_outputs, differentiable_backward, input_projection,
 from . import isa as isa_module
 from .weights import packed
 
-GRU, LSTM = CELLS["gru"], CELLS["lstm"]
 
 # How many times each kernel ran in this process ("forward", "backward"): the tests read it to
 # prove the CPU kernels (not a fallback) ran.
@@ -54,17 +53,15 @@ class CpuLayer(torch.autograd.Function):
         cell = CELLS[cell_name]
         isa = isa_module.current()
         width = _width(isa)
-        gx, b_hn = input_projection(cell is GRU, x, w_ih, b_ih, b_hh)
+        gx, b_hn = input_projection(not cell.sums_preactivations, x, w_ih, b_ih, b_hh)
         save = any(ctx.needs_input_grad[3:])  # a backward may follow
         out, h_t, c_t, saved = _cpu.forward(
             isa_module.isa_id(isa), cell.kernel_id, reverse, gx, packed(w_hh, cell.num_gates, width, "forward"),
-            b_hn, h0.contiguous(), c0.contiguous() if cell is LSTM else None, lengths, save, POISON)
+            b_hn, h0.contiguous(), c0.contiguous() if cell.has_cell_state else None, lengths, save, POISON)
         LAUNCHES["forward"] += 1
         ctx.isa = isa
         save_inputs(ctx, cell_name, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, out, saved)
-        if cell is LSTM:
-            return out, h_t, c_t
-        return out, h_t
+        return (out, h_t, c_t) if cell.has_cell_state else (out, h_t)
 
     @staticmethod
     def backward(ctx, dout: Tensor, dh_t: Tensor, dc_t: Optional[Tensor] = None):
@@ -77,14 +74,14 @@ class CpuLayer(torch.autograd.Function):
         dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
         dh_t = dh_t.contiguous() if dh_t is not None else zeros
         dc_arg, c0_arg = None, None
-        if cell is LSTM:
+        if cell.has_cell_state:
             dc_arg = dc_t.contiguous() if dc_t is not None else zeros
             c0_arg = c0.contiguous()
         dgx, dghn, dh0, dc0 = _cpu.backward(
             isa_module.isa_id(ctx.isa), cell.kernel_id, ctx.reverse, dout, dh_t, dc_arg,
             packed(w_hh, cell.num_gates, _width(ctx.isa), "backward"), saved, out, h0.contiguous(), c0_arg, lengths, POISON)
         LAUNCHES["backward"] += 1
-        return backward_outputs(ctx, cell is GRU, cell is LSTM, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
+        return backward_outputs(ctx, not cell.sums_preactivations, cell.has_cell_state, dgx, dghn, dh0, dc0, x, w_ih, out, h0, lengths)
 
 
 def cpu_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
