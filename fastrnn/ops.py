@@ -52,7 +52,7 @@ from torch import Tensor
 from . import backends, onnx as _onnx
 from .cells import get_cell
 from .layer_checks import check_op_args
-from .tracing import compiling
+from .tracing import compiling, exporting
 
 def _fresh(outputs, inputs) -> list:
     """Outputs as new tensors: an operator may not return (a view of) an input or another output."""
@@ -378,7 +378,7 @@ def _records_training(tensors) -> bool:
     """Whether a traced call is part of a compiled training step: under torch.compile (not
     torch.export, whose programs must run anywhere: they keep the recompute), with autograd
     recording and an input that wants a gradient."""
-    return (torch.is_grad_enabled() and not torch.compiler.is_exporting()
+    return (torch.is_grad_enabled() and not exporting()
             and any(t is not None and t.requires_grad for t in tensors))
 
 
