@@ -12,8 +12,10 @@ is what the work costs at this machine's measured peaks, nothing else:
     t_gates = B H (n_sig s_sig + n_tanh s_tanh)   gate nonlinearities at the measured rate
 
 P is the measured peak of one thread in GFLOP/s (a large torch.mm: 1024^3 fp32), BW(level) the
-read bandwidth of the cache level W_hh lives in: L2 when 4 G H^2 bytes fit the per-core L2
-(`--l2-bytes`, 2 MiB on this Xeon), else L3 (a 24 MiB buffer). Bandwidth is the best of a
+read bandwidth of the cache level W_hh lives in: L2 when 4 G H^2 bytes fit the L2s of the
+`--threads` cores (`--l2-bytes` per core, 2 MiB on this Xeon), else L3 (a 24 MiB buffer). With
+several threads every peak is measured with that many threads (torch parallelises the GEMM, the
+sum and the mv), so the floor is the whole team's. Bandwidth is the best of a
 vectorised sum and torch.mv over a buffer of that size (both only read it). s_sig and s_tanh are
 torch's vectorised sigmoid and tanh per element on an L1-resident tensor. Every term is a lower
 bound: the floor ignores the loop, the h exchange and the output writes.
@@ -27,6 +29,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import time
 
 import torch
@@ -50,7 +53,7 @@ def best_rate(fn, repeats, rounds):
     return statistics.median(samples), min(samples)
 
 
-def measure_peaks(rounds, l2_bytes):
+def measure_peaks(rounds, l2_bytes, threads):
     peaks = {}
     n = 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -58,7 +61,7 @@ def measure_peaks(rounds, l2_bytes):
     med, low = best_rate(lambda: torch.mm(a, b, out=out), 3, rounds)
     peaks["gflops"] = 2 * n ** 3 / low / 1e9
     peaks["gflops_median"] = 2 * n ** 3 / med / 1e9
-    for level, nbytes in (("l2", l2_bytes // 2), ("l3", 24 << 20)):
+    for level, nbytes in (("l2", threads * l2_bytes // 2), ("l3", 24 << 20)):
         buf = torch.randn(nbytes // 4)
         mat = buf.view(-1, 256)
         vec = torch.randn(256)
@@ -68,19 +71,19 @@ def measure_peaks(rounds, l2_bytes):
             rates.append(nbytes / low / 1e9)
         peaks[f"{level}_gbps"] = max(rates)
         peaks[f"{level}_gbps_by"] = {"sum": rates[0], "mv": rates[1]}
-    x = torch.randn(8192)
-    out = torch.empty(8192)
+    x = torch.randn(8192 * threads)
+    out = torch.empty(8192 * threads)
     for name, fn in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
         med, low = best_rate(lambda: fn(x, out=out), 200, rounds)
         peaks[f"{name}_ns_per_elem"] = low / x.numel() * 1e9
     return peaks
 
 
-def floor_us(cell, batch, hidden, peaks, l2_bytes):
+def floor_us(cell, batch, hidden, peaks, l2_bytes, threads):
     gates, n_sig, n_tanh = GATES[cell]
     flops = 2 * batch * hidden * gates * hidden
     w_bytes = 4 * gates * hidden * hidden
-    level = "l2" if w_bytes <= l2_bytes else "l3"
+    level = "l2" if w_bytes <= threads * l2_bytes else "l3"
     t_x = flops / (peaks["gflops"] * 1e3)
     t_h = max(flops / (peaks["gflops"] * 1e3), w_bytes / (peaks[f"{level}_gbps"] * 1e3))
     t_g = batch * hidden * (n_sig * peaks["sigmoid_ns_per_elem"] + n_tanh * peaks["tanh_ns_per_elem"]) / 1e3
@@ -123,7 +126,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[:3]
-    peaks = measure_peaks(args.rounds, args.l2_bytes)
+    peaks = measure_peaks(args.rounds, args.l2_bytes, args.threads)
     print(f"torch {torch.__version__}, cpu ISA {isa.current()}, {args.threads} thread(s), load {' '.join(load_before)}")
     print("peaks: {gflops:.1f} GFLOP/s (median {gflops_median:.1f}), L2 {l2_gbps:.1f} GB/s, "
           "L3 {l3_gbps:.1f} GB/s, sigmoid {sigmoid_ns_per_elem:.3f} ns, tanh {tanh_ns_per_elem:.3f} ns"
@@ -134,7 +137,7 @@ def main(argv=None):
     for cell in args.cells.split(","):
         for batch in map(int, args.batches.split(",")):
             for hidden in map(int, args.sizes.split(",")):
-                fl = floor_us(cell, batch, hidden, peaks, args.l2_bytes)
+                fl = floor_us(cell, batch, hidden, peaks, args.l2_bytes, args.threads)
                 t = time_layers(cell, batch, hidden, args.seq_len, args.rounds)
                 row = {"cell": cell, "batch": batch, "hidden": hidden, **fl, **{
                     f"{k}_{m}": v[m] for k, v in t.items() for m in ("median_us", "low_us")}}
@@ -151,7 +154,8 @@ def main(argv=None):
     print(f"load after: {' '.join(load_after)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "seq_len": args.seq_len,
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+            json.dump({"commit": commit, "torch": torch.__version__, "threads": args.threads, "seq_len": args.seq_len,
                        "machine": platform.processor() or platform.machine(),
                        "isa": isa.current(),
                        "load_before": load_before, "load_after": load_after, "peaks": peaks, "rows": rows},
