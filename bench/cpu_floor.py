@@ -21,7 +21,9 @@ torch's vectorised sigmoid and tanh per element on an L1-resident tensor. Every 
 bound: the floor ignores the loop, the h exchange and the output writes.
 
 The same run times the `cpu` backend (and torch.nn for the ratio) on each row, 1 step = wall / T,
-and prints cpu / floor; the issue's target is within 1.3x. Timings are medians of `--rounds`
+and prints cpu / floor; the issue's target is within 1.3x. Timing T/4 steps beside T splits each
+median into a marginal step (the slope) and a fixed cost per call (Python, checks, launches), so a
+row far from the floor says which of the two it is. Timings are medians of `--rounds`
 interleaved rounds (cpu, torch.nn, cpu, ...), plus the lowest round.
 """
 
@@ -92,12 +94,15 @@ def floor_us(cell, batch, hidden, peaks, l2_bytes, threads):
 
 
 def time_layers(cell, batch, hidden, seq_len, rounds):
+    """us per step of cpu and torch.nn at T=seq_len (median, lowest), and each one's marginal step
+    (the slope between T/4 and T steps: the step without the fixed cost of a call) and that cost."""
     torch.manual_seed(0)
     theirs = getattr(nn, cell)(hidden, hidden)
     ours = getattr(fastrnn, cell)(hidden, hidden, backend="cpu")
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(seq_len, batch, hidden)
-    times = {"cpu": [], "torch.nn": []}
+    short = x[: max(1, seq_len // 4)]
+    times = {(name, n): [] for name in ("cpu", "torch.nn") for n in (seq_len, short.shape[0])}
     with torch.no_grad():
         ref = theirs.double()(x.double())[0]
         theirs.float()
@@ -105,11 +110,20 @@ def time_layers(cell, batch, hidden, seq_len, rounds):
         assert err < 1e-4, f"{cell} B={batch} H={hidden}: cpu backend error {err:.2e} vs float64"
         for k in range(rounds + 1):
             for name, module in (("cpu", ours), ("torch.nn", theirs)):
-                start = time.perf_counter()
-                module(x)
-                if k:
-                    times[name].append((time.perf_counter() - start) / seq_len * 1e6)
-    return {name: {"median_us": statistics.median(t), "low_us": min(t)} for name, t in times.items()}
+                for inp in (x, short):
+                    start = time.perf_counter()
+                    module(inp)
+                    if k:
+                        times[(name, inp.shape[0])].append((time.perf_counter() - start) * 1e6)
+    result = {}
+    for name in ("cpu", "torch.nn"):
+        full, part = times[(name, seq_len)], times[(name, short.shape[0])]
+        result[name] = {"median_us": statistics.median(full) / seq_len, "low_us": min(full) / seq_len}
+        if short.shape[0] < seq_len:
+            slope = (statistics.median(full) - statistics.median(part)) / (seq_len - short.shape[0])
+            result[name]["marginal_us"] = slope
+            result[name]["call_us"] = statistics.median(full) - slope * seq_len
+    return result
 
 
 def main(argv=None):
@@ -133,22 +147,27 @@ def main(argv=None):
           .format(**peaks), "| bandwidth by sum / mv:", peaks["l2_gbps_by"], peaks["l3_gbps_by"])
     rows = []
     print(f"{'cell':5s} {'B':>3s} {'H':>4s} {'W_hh':>4s} {'input':>7s} {'recur':>7s} {'gates':>7s} "
-          f"{'floor':>7s} {'cpu':>8s} {'cpu low':>8s} {'torch.nn':>8s} {'cpu/floor':>9s} {'torch/cpu':>9s}  (us per step)")
+          f"{'floor':>7s} {'cpu':>8s} {'cpu low':>8s} {'torch.nn':>8s} {'cpu/floor':>9s} {'torch/cpu':>9s} "
+          f"{'cpu step':>8s} {'/floor':>9s} {'cpu call':>8s} {'torch call':>8s}\n"
+          "(us per step; step: the marginal step, T/4 -> T; call: the fixed cost of one call, us)")
     for cell in args.cells.split(","):
         for batch in map(int, args.batches.split(",")):
             for hidden in map(int, args.sizes.split(",")):
                 fl = floor_us(cell, batch, hidden, peaks, args.l2_bytes, args.threads)
                 t = time_layers(cell, batch, hidden, args.seq_len, args.rounds)
                 row = {"cell": cell, "batch": batch, "hidden": hidden, **fl, **{
-                    f"{k}_{m}": v[m] for k, v in t.items() for m in ("median_us", "low_us")}}
+                    f"{k}_{m}": v[m] for k, v in t.items() for m in ("median_us", "low_us", "marginal_us", "call_us") if m in v}}
                 row["cpu_over_floor"] = row["cpu_median_us"] / fl["floor_us"]
                 row["cpu_low_over_floor"] = row["cpu_low_us"] / fl["floor_us"]
                 row["torch_over_cpu"] = row["torch.nn_median_us"] / row["cpu_median_us"]
+                marginal = row.get("cpu_marginal_us", float("nan"))
+                row["cpu_marginal_over_floor"] = marginal / fl["floor_us"]
                 rows.append(row)
                 print(f"{cell:5s} {batch:3d} {hidden:4d} {fl['w_hh_level']:>4s} {fl['input_us']:7.2f} "
                       f"{fl['recurrent_us']:7.2f} {fl['gates_us']:7.2f} {fl['floor_us']:7.2f} "
                       f"{row['cpu_median_us']:8.2f} {row['cpu_low_us']:8.2f} {row['torch.nn_median_us']:8.2f} "
-                      f"{row['cpu_over_floor']:8.2f}x {row['torch_over_cpu']:8.2f}x", flush=True)
+                      f"{row['cpu_over_floor']:8.2f}x {row['torch_over_cpu']:8.2f}x {marginal:8.2f} {row['cpu_marginal_over_floor']:8.2f}x "
+                      f"{row.get('cpu_call_us', float('nan')):8.1f} {row.get('torch.nn_call_us', float('nan')):8.1f}", flush=True)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     print(f"load after: {' '.join(load_after)}")

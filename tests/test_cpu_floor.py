@@ -45,4 +45,5 @@ def test_tiny_run_writes_rows(tmp_path):
     assert [(r["cell"], r["batch"], r["hidden"]) for r in result["rows"]] == [("GRU", 1, 24), ("RNN", 1, 24)]
     for row in result["rows"]:
         assert row["floor_us"] > 0 and row["cpu_median_us"] > 0 and row["torch.nn_median_us"] > 0
+        assert {"cpu_marginal_us", "cpu_call_us", "torch.nn_marginal_us", "torch.nn_call_us"} <= set(row)
     assert result["peaks"]["gflops"] > 0 and result["threads"] == 1
