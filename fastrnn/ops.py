@@ -19,11 +19,37 @@ Why per layer-direction, not per module: that is the seam every backend implemen
 ONNX's LSTM / GRU / RNN operators express; dropout between layers stays outside, as ordinary
 traced ``F.dropout``, so the operator is deterministic and its backward needs no RNG state.
 
-Autograd: ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on (the chosen
-backend's own forward and backward) and returns the gradients of every tensor input, so it is
-right for every backend. The price: a compiled or exported training step runs each layer's
-forward twice. The backward operator is not itself differentiable (double backward through it
-raises); double backward works in eager mode, which never uses these operators (:mod:`fastrnn.tracing`).
+Autograd, two forms:
+
+* Compiled training (torch.compile, not torch.export, with grad on and an input that requires
+  it) records the training form instead::
+
+      fastrnn::rnn_layer_train(<rnn_layer's arguments>) -> (out, h_T, c_T, Tensor workspace)
+      fastrnn::rnn_layer_train_backward(<rnn_layer's arguments>, out, workspace, grad_out, grad_h,
+                                        grad_c) -> Tensor[]   (gradients, as rnn_layer_backward)
+
+  ``workspace`` is a 1-D float32 tensor holding what the chosen backend's own backward needs
+  beyond the inputs and outputs, so the backward runs no forward again and a compiled training
+  step costs what eager's costs. The backend is still chosen when the operator runs (the graph
+  records ``backend`` as given, e.g. ``"auto"``); the backward operator takes the same decision
+  again from the same arguments and settings (decisions are a function of them,
+  :mod:`fastrnn.backends`), so it reads the workspace of the backend that wrote it. The
+  workspace's size is the backend's business, unknown to the tracer: the fake implementation
+  gives it an unbacked size (``torch.library.get_ctx().new_dynamic_size()``). A backend provides
+  the form with ``train_forward`` / ``train_backward`` (:class:`fastrnn.backends.Backend`): the
+  fused kernel backends (cpu, triton, cuda: their kernels' saved activations,
+  :func:`fastrnn.fused.training_forward`). A backend without one (reference; torch) runs its
+  plain forward with an empty workspace, and its backward recomputes the forward with autograd
+  on, as ``rnn_layer_backward`` does.
+* Everything else (torch.export, the ONNX exporters, inference) records ``fastrnn::rnn_layer``,
+  whose backward ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on (the chosen
+  backend's own forward and backward) and returns the gradients of every tensor input: right for
+  every backend and portable (an exported program holds no backend-specific workspace), at the
+  price of each layer's forward running twice in an exported training step.
+
+Neither backward operator is itself differentiable (double backward through one raises; under
+torch.compile AOTAutograd refuses double backward before it gets there); double backward works
+in eager mode, which never uses these operators (:mod:`fastrnn.tracing`).
 """
 
 from __future__ import annotations
@@ -34,7 +60,7 @@ import torch
 from torch import Tensor
 
 from . import backends, onnx as _onnx
-from .cells import get_cell
+from .cells import Cell, get_cell
 from .layer_checks import check_op_args
 
 def _fresh(outputs, inputs) -> list:
@@ -105,6 +131,17 @@ def _autograd_enabled_inside_an_op():
     return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
 
 
+def _check_grads(x, h0, c0, grad_out, grad_h, grad_c) -> None:
+    """The output gradients a backward operator was given, against the layer's shapes."""
+    expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
+    if c0 is not None:
+        expected["grad_c"] = (grad_c, tuple(c0.shape))
+    for name, (grad, shape) in expected.items():
+        if tuple(grad.shape) != shape or grad.dtype != x.dtype or grad.device != x.device:
+            raise RuntimeError(f"{name} must be a {x.dtype} tensor of shape {shape} on {x.device}, got "
+                               f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
+
+
 @torch.library.custom_op("fastrnn::rnn_layer_backward", mutates_args=())
 def rnn_layer_backward_op(
     cell: str,
@@ -127,30 +164,29 @@ def rnn_layer_backward_op(
     recomputing the layer on the chosen backend with autograd on."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     check_op_args(cell, *tensors, lengths, reverse, backend)
-    expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
-    if c0 is not None:
-        expected["grad_c"] = (grad_c, tuple(c0.shape))
-    for name, (grad, shape) in expected.items():
-        if tuple(grad.shape) != shape or grad.dtype != x.dtype or grad.device != x.device:
-            raise RuntimeError(f"{name} must be a {x.dtype} tensor of shape {shape} on {x.device}, got "
-                               f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
-    with _autograd_enabled_inside_an_op(), torch.enable_grad():
+    _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
+    cell_ = get_cell(cell)
+    with _autograd_enabled_inside_an_op():
+        grads = _recomputed_gradients(cell_, tensors, lengths, reverse, backend,
+                                      (grad_out, grad_h, grad_c if cell_.has_cell_state else None))
+    result = [x.new_empty((0,)) if t is None else g for t, g in zip(tensors, grads)]
+    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
+
+
+def _recomputed_gradients(cell: Cell, tensors, lengths, reverse, backend, grads):
+    """Gradients of ``tensors`` (None where absent) by running the layer again on the chosen
+    backend with autograd on (inside an operator: under :func:`_autograd_enabled_inside_an_op`)."""
+    with torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
-        out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
-        outputs, grads = [out, h], [grad_out, grad_h]
-        if c is not None:
-            outputs.append(c)
-            grads.append(grad_c)
+        out, h, c = backends.run_layer(cell, *leaves, lengths, reverse, backend)
+        outputs = [out, h] + ([c] if c is not None else [])
         wrt = [t for t in leaves if t is not None]
-        found = iter(torch.autograd.grad(outputs, wrt, grads, allow_unused=True))
+        found = iter(torch.autograd.grad(outputs, wrt, list(grads[:len(outputs)]), allow_unused=True))
     result = []
     for t in leaves:
-        if t is None:
-            result.append(x.new_empty((0,)))
-            continue
-        g = next(found)
-        result.append(torch.zeros_like(t) if g is None else g.detach())
-    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
+        g = None if t is None else next(found)
+        result.append(None if t is None else (torch.zeros_like(t) if g is None else g.detach()))
+    return result
 
 
 @rnn_layer_backward_op.register_fake
@@ -189,6 +225,141 @@ def _no_double_backward(ctx, *grads):
 rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+# ------------------------------------------------------------------------------ training form
+
+
+def _train_forward(cell: Cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                   backend: str):
+    """-> (out, h_T, c_T or None, workspace) on the backend ``backend`` selects: its training
+    form where it has one for the problem, else its plain forward with an empty workspace (its
+    backward then recomputes)."""
+    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
+    chosen = backends.choose(problem, backend)
+    if chosen.train_forward is not None and chosen.train_supported(problem) is None:
+        return backends.resolve(chosen.train_forward)(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                                      lengths, reverse)
+    out, h, c = chosen.layer_runner()(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                      reverse)
+    return out, h, c, x.new_empty((0,), dtype=torch.float32)
+
+
+def _train_backward(cell: Cell, tensors, lengths, reverse, backend: str, out, workspace, grads):
+    """Gradients of ``tensors`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) (None where absent)
+    from what :func:`_train_forward` returned, on the backend it ran (the same decision again)."""
+    x, weight_hh, weight_hr = tensors[0], tensors[4], tensors[7]
+    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, tensors[5] is not None, lengths is not None)
+    chosen = backends.choose(problem, backend)
+    if chosen.train_forward is not None and chosen.train_supported(problem) is None:
+        found = backends.resolve(chosen.train_backward)(cell, tensors[:7], lengths, reverse, out, workspace, *grads)
+        return (*found, None)
+    return _recomputed_gradients(cell, tensors, lengths, reverse, backend, grads)
+
+
+@torch.library.custom_op("fastrnn::rnn_layer_train", mutates_args=())
+def rnn_layer_train_op(
+    cell: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    weight_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+    backend: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``rnn_layer`` plus a 1-D ``workspace``: what the chosen backend's backward needs beyond the
+    inputs and outputs (see the module docstring)."""
+    check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
+    out, h, c, workspace = _train_forward(get_cell(cell), *tensors, reverse, backend)
+    if c is None:
+        c = x.new_empty((0,))
+    return tuple(_fresh((out, h, c, workspace), tensors))
+
+
+@rnn_layer_train_op.register_fake
+def _rnn_layer_train_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                          backend):
+    out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                                backend)
+    # The workspace's size is the chosen backend's business (a kernel's saved activations, or
+    # nothing): a size the graph learns when the operator runs.
+    return out, h, c, x.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.float32)
+
+
+@torch.library.custom_op("fastrnn::rnn_layer_train_backward", mutates_args=())
+def rnn_layer_train_backward_op(
+    cell: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    weight_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+    backend: str,
+    out: Tensor,
+    workspace: Tensor,
+    grad_out: Tensor,
+    grad_h: Tensor,
+    grad_c: Tensor,
+) -> List[Tensor]:
+    """Gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) (empty for an absent input) from
+    the ``out`` and ``workspace`` of ``rnn_layer_train`` on the same arguments."""
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    check_op_args(cell, *tensors, lengths, reverse, backend)
+    _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
+    if tuple(out.shape) != tuple(grad_out.shape) or out.dtype != x.dtype or workspace.dim() != 1 \
+            or workspace.dtype != torch.float32:
+        raise RuntimeError(f"out must be a {x.dtype} tensor of shape {tuple(grad_out.shape)} and workspace a 1-D float32 "
+                           f"tensor, got {out.dtype} of shape {tuple(out.shape)} and workspace {workspace.dtype} of "
+                           f"shape {tuple(workspace.shape)}")
+    cell_ = get_cell(cell)
+    with _autograd_enabled_inside_an_op():  # a backend may differentiate a graph (recompute, empty problems)
+        grads = _train_backward(cell_, tensors, lengths, reverse, backend, out, workspace,
+                                (grad_out, grad_h, grad_c if cell_.has_cell_state else None))
+    result = [x.new_empty((0,)) if t is None else g.detach() for t, g in zip(tensors, grads)]
+    return _fresh(result, (*tensors, lengths, out, workspace, grad_out, grad_h, grad_c))
+
+
+@rnn_layer_train_backward_op.register_fake
+def _rnn_layer_train_backward_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                   reverse, backend, out, workspace, grad_out, grad_h, grad_c):
+    return _rnn_layer_backward_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                    reverse, backend, grad_out, grad_h, grad_c)
+
+
+def _setup_train_context(ctx, inputs, output):
+    cell, *tensors, lengths, reverse, backend = inputs
+    ctx.cell, ctx.reverse, ctx.backend = cell, reverse, backend
+    ctx.save_for_backward(*tensors, lengths, output[0], output[3])
+
+
+def _train_op_backward(ctx, grad_out, grad_h, grad_c, grad_workspace):
+    *tensors, lengths, out, workspace = ctx.saved_tensors
+    grads = rnn_layer_train_backward_op(ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend, out, workspace,
+                                        grad_out, grad_h, grad_c)
+    grads = [None if t is None else g for t, g in zip(tensors, grads)]
+    return (None, *grads, None, None, None)
+
+
+rnn_layer_train_op.register_autograd(_train_op_backward, setup_context=_setup_train_context)
+rnn_layer_train_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def _compiled_training(tensors) -> bool:
+    """Whether torch.compile (not torch.export) records a layer whose backward may follow."""
+    if not torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
 _onnx.register_legacy_symbolic()  # torch.onnx.export(dynamo=False) of fastrnn::rnn_layer
 
 
@@ -198,6 +369,10 @@ def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
     if _onnx.exporting():
         return _onnx.symbolic_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                                     reverse)
-    out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                             reverse, backend)
+    if _compiled_training((x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)):
+        out, h, c, _ = rnn_layer_train_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                          lengths, reverse, backend)
+    else:
+        out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                 reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

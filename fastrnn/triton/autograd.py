@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..cells import CELLS, Cell
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
-                     saved_inputs, uses_tf32)
+                     saved_inputs, training_backward, training_forward, uses_tf32)
 from .backend import interpreting
 from .backward import recurrent_backward_kernel
 from .cell_ids import NUM_SAVED, kernel_constants
@@ -218,3 +218,24 @@ def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight
     """Backend entry point, signature of :func:`fastrnn.reference.reference_layer`."""
     return run_layer(TritonLayer, "Triton", cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
                      weight_hr, lengths, reverse)
+
+
+def _forward_saving(cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    return forward_pass(cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)[:4]
+
+
+def _backward_from_saved(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved):
+    # The plan again from the sizes: the same tiles and warps as the forward's; run_large_h
+    # decides the large-H launch mode again as it did there.
+    plan = make_plan(x.shape[1], w_hh.shape[1], cell.num_gates, x.dtype, x.device)
+    return backward_pass(cell, reverse, plan, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
+
+
+def train_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    """The training operator's forward (:mod:`fastrnn.ops`): -> (out, h_T, c_T, workspace)."""
+    return training_forward(_forward_saving, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+
+
+def train_backward(cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t):
+    """The training operator's backward: gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh)."""
+    return training_backward(_backward_from_saved, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t)
