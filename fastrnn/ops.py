@@ -19,49 +19,40 @@ Why per layer-direction, not per module: that is the seam every backend implemen
 ONNX's LSTM / GRU / RNN operators express; dropout between layers stays outside, as ordinary
 traced ``F.dropout``, so the operator is deterministic and its backward needs no RNG state.
 
-Autograd, two forms:
+Autograd. A compiled training step (torch.compile with autograd recording and an input that
+wants a gradient) records ``fastrnn::rnn_layer_recorded`` instead: its implementation runs the
+chosen backend with autograd on, exactly as eager mode runs it (each backend's own saved
+activations: the kernel backends' buffers, oneDNN's workspace, the per-step graph of torch's GRU),
+and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
+for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
+differentiates it. So each layer-direction's forward runs once, on the same backend as eager
+mode, and the backend is still chosen when the operator runs. A graph lives as long as its handle
+(freed with the autograd graph of the compiled step when no backward comes) and is used once: a
+second backward through a retained graph, or a handle that does not belong to the given inputs,
+recomputes as below (right answers, never another call's graph).
 
-* Compiled training (torch.compile, not torch.export, with grad on and an input that requires
-  it) records the training form instead::
-
-      fastrnn::rnn_layer_train(<rnn_layer's arguments>) -> (out, h_T, c_T, Tensor workspace)
-      fastrnn::rnn_layer_train_backward(<rnn_layer's arguments>, out, workspace, grad_out, grad_h,
-                                        grad_c) -> Tensor[]   (gradients, as rnn_layer_backward)
-
-  ``workspace`` is a 1-D float32 tensor holding what the chosen backend's own backward needs
-  beyond the inputs and outputs, so the backward runs no forward again and a compiled training
-  step costs what eager's costs. The backend is still chosen when the operator runs (the graph
-  records ``backend`` as given, e.g. ``"auto"``); the backward operator takes the same decision
-  again from the same arguments and settings (decisions are a function of them,
-  :mod:`fastrnn.backends`), so it reads the workspace of the backend that wrote it. The
-  workspace's size is the backend's business, unknown to the tracer: the fake implementation
-  gives it an unbacked size (``torch.library.get_ctx().new_dynamic_size()``). A backend provides
-  the form with ``train_forward`` / ``train_backward`` (:class:`fastrnn.backends.Backend`): the
-  fused kernel backends (cpu, triton, cuda: their kernels' saved activations,
-  :func:`fastrnn.fused.training_forward`). A backend without one (reference; torch) runs its
-  plain forward with an empty workspace, and its backward recomputes the forward with autograd
-  on, as ``rnn_layer_backward`` does.
-* Everything else (torch.export, the ONNX exporters, inference) records ``fastrnn::rnn_layer``,
-  whose backward ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on (the chosen
-  backend's own forward and backward) and returns the gradients of every tensor input: right for
-  every backend and portable (an exported program holds no backend-specific workspace), at the
-  price of each layer's forward running twice in an exported training step.
-
-Neither backward operator is itself differentiable (double backward through one raises; under
-torch.compile AOTAutograd refuses double backward before it gets there); double backward works
-in eager mode, which never uses these operators (:mod:`fastrnn.tracing`).
+Everywhere else (torch.export, whose programs must run on any machine and process; jit.trace;
+inference) the operator is ``fastrnn::rnn_layer``, whose backward ``fastrnn::rnn_layer_backward``
+recomputes the layer with autograd on (the chosen backend's own forward and backward) and
+returns the gradients of every tensor input: right for every backend, at the price of a second
+forward. The backward operators are not themselves differentiable (double backward through them
+raises; torch.compile refuses double backward anyway); double backward works in eager mode, which
+never uses these operators (:mod:`fastrnn.tracing`).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import itertools
+import weakref
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from . import backends, onnx as _onnx
-from .cells import Cell, get_cell
+from .cells import get_cell
 from .layer_checks import check_op_args
+from .tracing import compiling, exporting
 
 def _fresh(outputs, inputs) -> list:
     """Outputs as new tensors: an operator may not return (a view of) an input or another output."""
@@ -117,22 +108,28 @@ def _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, wei
     return x.new_empty((seq_len, batch, h_out)), x.new_empty((batch, h_out)), x.new_empty(c_shape)
 
 
+# Every autograd dispatch key (one per device type, and their aliases) and ADInplaceOrView (views
+# and in-place version counters): the keys an operator's implementation runs below.
+_AUTOGRAD_KEYS = [key for name, key in torch._C.DispatchKey.__members__.items()
+                  if name.startswith("Autograd") or name == "ADInplaceOrView"]
+
+
 def _autograd_enabled_inside_an_op():
     """A guard that lets autograd record inside an operator's implementation.
 
     The dispatcher runs an implementation below the autograd keys (they are in the thread's
-    exclude set), so ``torch.enable_grad()`` alone records nothing there; this lifts only the
-    autograd keys from the exclude set for the recompute in ``rnn_layer_backward``.
+    exclude set), so ``torch.enable_grad()`` alone records nothing there; this lifts the
+    autograd keys of every device from the exclude set, for the graphs that
+    ``rnn_layer_recorded`` keeps and ``rnn_layer_backward`` recomputes.
     """
-    keys = torch._C.DispatchKey
     exclude = torch._C._dispatch_tls_local_exclude_set()
-    for key in (keys.AutogradCPU, keys.AutogradOther, keys.AutogradNestedTensor):
+    for key in _AUTOGRAD_KEYS:
         exclude = exclude.remove(key)
     return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
 
 
 def _check_grads(x, h0, c0, grad_out, grad_h, grad_c) -> None:
-    """The output gradients a backward operator was given, against the layer's shapes."""
+    """The output gradients a backward operator is given match the layer's outputs."""
     expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
     if c0 is not None:
         expected["grad_c"] = (grad_c, tuple(c0.shape))
@@ -165,28 +162,23 @@ def rnn_layer_backward_op(
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     check_op_args(cell, *tensors, lengths, reverse, backend)
     _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
-    cell_ = get_cell(cell)
-    with _autograd_enabled_inside_an_op():
-        grads = _recomputed_gradients(cell_, tensors, lengths, reverse, backend,
-                                      (grad_out, grad_h, grad_c if cell_.has_cell_state else None))
-    result = [x.new_empty((0,)) if t is None else g for t, g in zip(tensors, grads)]
-    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
-
-
-def _recomputed_gradients(cell: Cell, tensors, lengths, reverse, backend, grads):
-    """Gradients of ``tensors`` (None where absent) by running the layer again on the chosen
-    backend with autograd on (inside an operator: under :func:`_autograd_enabled_inside_an_op`)."""
-    with torch.enable_grad():
+    with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
-        out, h, c = backends.run_layer(cell, *leaves, lengths, reverse, backend)
-        outputs = [out, h] + ([c] if c is not None else [])
+        out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
+        outputs, grads = [out, h], [grad_out, grad_h]
+        if c is not None:
+            outputs.append(c)
+            grads.append(grad_c)
         wrt = [t for t in leaves if t is not None]
-        found = iter(torch.autograd.grad(outputs, wrt, list(grads[:len(outputs)]), allow_unused=True))
+        found = iter(torch.autograd.grad(outputs, wrt, grads, allow_unused=True))
     result = []
     for t in leaves:
-        g = None if t is None else next(found)
-        result.append(None if t is None else (torch.zeros_like(t) if g is None else g.detach()))
-    return result
+        if t is None:
+            result.append(x.new_empty((0,)))
+            continue
+        g = next(found)
+        result.append(torch.zeros_like(t) if g is None else g.detach())
+    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
 
 
 @rnn_layer_backward_op.register_fake
@@ -225,38 +217,39 @@ def _no_double_backward(ctx, *grads):
 rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
-# ------------------------------------------------------------------------------ training form
+# ------------------------------------------------------------------ compiled training: no recompute
 
 
-def _train_forward(cell: Cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
-                   backend: str):
-    """-> (out, h_T, c_T or None, workspace) on the backend ``backend`` selects: its training
-    form where it has one for the problem, else its plain forward with an empty workspace (its
-    backward then recomputes)."""
-    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
-    chosen = backends.choose(problem, backend)
-    if chosen.train_forward is not None and chosen.train_supported(problem) is None:
-        return backends.resolve(chosen.train_forward)(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                      lengths, reverse)
-    out, h, c = chosen.layer_runner()(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                                      reverse)
-    return out, h, c, x.new_empty((0,), dtype=torch.float32)
+class _Recorded(NamedTuple):
+    """A layer-direction's autograd graph, as eager mode would have recorded it."""
+
+    key: tuple  # _call_key of the call it belongs to
+    leaves: list  # detached inputs the graph starts from (None where absent)
+    outputs: list  # out, h_T[, c_T] of the graph
+    wanted: list  # indices into leaves of the inputs whose gradients are wanted
 
 
-def _train_backward(cell: Cell, tensors, lengths, reverse, backend: str, out, workspace, grads):
-    """Gradients of ``tensors`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) (None where absent)
-    from what :func:`_train_forward` returned, on the backend it ran (the same decision again)."""
-    x, weight_hh, weight_hr = tensors[0], tensors[4], tensors[7]
-    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, tensors[5] is not None, lengths is not None)
-    chosen = backends.choose(problem, backend)
-    if chosen.train_forward is not None and chosen.train_supported(problem) is None:
-        found = backends.resolve(chosen.train_backward)(cell, tensors[:7], lengths, reverse, out, workspace, *grads)
-        return (*found, None)
-    return _recomputed_gradients(cell, tensors, lengths, reverse, backend, grads)
+# Graphs kept by rnn_layer_recorded until their backward takes them or their handle is freed.
+_RECORDED: Dict[int, _Recorded] = {}
+_HANDLES = itertools.count(1)  # (next() is atomic in CPython: threads get distinct handles)
 
 
-@torch.library.custom_op("fastrnn::rnn_layer_train", mutates_args=())
-def rnn_layer_train_op(
+def _call_key(cell, reverse, backend, tensors) -> tuple:
+    """What identifies a call's inputs: the very tensors (memory, layout, dtype, device), so that a
+    graph is never used for other inputs than those it was recorded for."""
+    return (cell, reverse, backend, tuple(None if t is None else (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype,
+                                                                  t.device) for t in tensors))
+
+
+def _wanted_mask(requires_grad: List[bool]) -> List[bool]:
+    if len(requires_grad) != 8:
+        raise RuntimeError(f"requires_grad must give one flag for each of (x, h0, c0, weight_ih, weight_hh, "
+                           f"bias_ih, bias_hh, weight_hr), got {len(requires_grad)} flags")
+    return [bool(flag) for flag in requires_grad]
+
+
+@torch.library.custom_op("fastrnn::rnn_layer_recorded", mutates_args=())
+def rnn_layer_recorded_op(
     cell: str,
     x: Tensor,
     h0: Tensor,
@@ -269,29 +262,48 @@ def rnn_layer_train_op(
     lengths: Optional[Tensor],
     reverse: bool,
     backend: str,
+    requires_grad: List[bool],
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``rnn_layer`` plus a 1-D ``workspace``: what the chosen backend's backward needs beyond the
-    inputs and outputs (see the module docstring)."""
+    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
+
+    The chosen backend runs with autograd recording, exactly as in eager mode (its own saved
+    activations: a kernel backend's buffers, oneDNN's workspace, torch's per-step graph), for the
+    inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). The graph stays in
+    this process under ``handle``, an int64 scalar on the CPU, until the backward operator takes
+    it or the handle tensor is freed (a forward whose backward never runs).
+    """
     check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
-    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths)
-    out, h, c, workspace = _train_forward(get_cell(cell), *tensors, reverse, backend)
+    mask = _wanted_mask(requires_grad)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    with _autograd_enabled_inside_an_op(), torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_(flag) for t, flag in zip(tensors, mask)]
+        out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
+    outputs = [out, h] if c is None else [out, h, c]
+    handle = next(_HANDLES)
+    handle_tensor = torch.tensor(handle, dtype=torch.int64)
+    wanted = [k for k, t in enumerate(leaves) if t is not None and t.requires_grad]
+    if wanted and any(o.requires_grad for o in outputs):
+        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), leaves, outputs,
+                                     wanted)
+        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
     if c is None:
         c = x.new_empty((0,))
-    return tuple(_fresh((out, h, c, workspace), tensors))
+    fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
+    return fresh[0], fresh[1], fresh[2], handle_tensor
 
 
-@rnn_layer_train_op.register_fake
-def _rnn_layer_train_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
-                          backend):
-    out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
-                                backend)
-    # The workspace's size is the chosen backend's business (a kernel's saved activations, or
-    # nothing): a size the graph learns when the operator runs.
-    return out, h, c, x.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.float32)
+@rnn_layer_recorded_op.register_fake
+def _rnn_layer_recorded_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                             backend, requires_grad):
+    _wanted_mask(requires_grad)
+    out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                reverse, backend)
+    return out, h, c, torch.empty((), dtype=torch.int64)
 
 
-@torch.library.custom_op("fastrnn::rnn_layer_train_backward", mutates_args=())
-def rnn_layer_train_backward_op(
+@torch.library.custom_op("fastrnn::rnn_layer_recorded_backward", mutates_args=())
+def rnn_layer_recorded_backward_op(
+    handle: Tensor,
     cell: str,
     x: Tensor,
     h0: Tensor,
@@ -304,60 +316,70 @@ def rnn_layer_train_backward_op(
     lengths: Optional[Tensor],
     reverse: bool,
     backend: str,
-    out: Tensor,
-    workspace: Tensor,
+    requires_grad: List[bool],
     grad_out: Tensor,
     grad_h: Tensor,
     grad_c: Tensor,
 ) -> List[Tensor]:
-    """Gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) (empty for an absent input) from
-    the ``out`` and ``workspace`` of ``rnn_layer_train`` on the same arguments."""
+    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from the graph
+    ``rnn_layer_recorded`` kept under ``handle`` (taken: a graph is used once, as eager mode frees
+    it). Without that graph (a second backward through a retained graph, a handle from another
+    call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
-    check_op_args(cell, *tensors, lengths, reverse, backend)
+    mask = _wanted_mask(requires_grad)
+    if handle.dtype != torch.int64 or handle.numel() != 1 or handle.device.type != "cpu":
+        raise RuntimeError(f"handle must be the int64 CPU scalar rnn_layer_recorded returned, got a "
+                           f"{handle.dtype} tensor of shape {tuple(handle.shape)} on {handle.device}")
+    recorded = _RECORDED.pop(int(handle), None)
+    expected = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
+    if recorded is None or recorded.key != _call_key(cell, reverse, backend, (*tensors, lengths)) or recorded.wanted != expected:
+        # (rnn_layer_backward checks every argument; a recorded call's were checked when it ran)
+        grads = rnn_layer_backward_op(cell, *tensors, lengths, reverse, backend, grad_out, grad_h, grad_c)
+        return _fresh([g if k in expected else x.new_empty((0,)) for k, g in enumerate(grads)],
+                      (*tensors, lengths, grad_out, grad_h, grad_c))
     _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
-    if tuple(out.shape) != tuple(grad_out.shape) or out.dtype != x.dtype or workspace.dim() != 1 \
-            or workspace.dtype != torch.float32:
-        raise RuntimeError(f"out must be a {x.dtype} tensor of shape {tuple(grad_out.shape)} and workspace a 1-D float32 "
-                           f"tensor, got {out.dtype} of shape {tuple(out.shape)} and workspace {workspace.dtype} of "
-                           f"shape {tuple(workspace.shape)}")
-    cell_ = get_cell(cell)
-    with _autograd_enabled_inside_an_op():  # a backend may differentiate a graph (recompute, empty problems)
-        grads = _train_backward(cell_, tensors, lengths, reverse, backend, out, workspace,
-                                (grad_out, grad_h, grad_c if cell_.has_cell_state else None))
-    result = [x.new_empty((0,)) if t is None else g.detach() for t, g in zip(tensors, grads)]
-    return _fresh(result, (*tensors, lengths, out, workspace, grad_out, grad_h, grad_c))
+    outputs, grads = recorded.outputs, [grad_out, grad_h, grad_c][: len(recorded.outputs)]
+    with _autograd_enabled_inside_an_op(), torch.enable_grad():
+        found = torch.autograd.grad(outputs, [recorded.leaves[k] for k in expected], grads, allow_unused=True)
+    result = [x.new_empty((0,)) for _ in tensors]
+    for k, g in zip(expected, found):
+        result[k] = torch.zeros_like(tensors[k]) if g is None else g.detach()
+    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
 
 
-@rnn_layer_train_backward_op.register_fake
-def _rnn_layer_train_backward_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                                   reverse, backend, out, workspace, grad_out, grad_h, grad_c):
-    return _rnn_layer_backward_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                                    reverse, backend, grad_out, grad_h, grad_c)
+@rnn_layer_recorded_backward_op.register_fake
+def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c):
+    mask = _wanted_mask(requires_grad)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    return [torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and mask[k]
+            else x.new_empty((0,)) for k, t in enumerate(tensors)]
 
 
-def _setup_train_context(ctx, inputs, output):
-    cell, *tensors, lengths, reverse, backend = inputs
-    ctx.cell, ctx.reverse, ctx.backend = cell, reverse, backend
-    ctx.save_for_backward(*tensors, lengths, output[0], output[3])
+def _recorded_setup_context(ctx, inputs, output):
+    cell, *tensors, lengths, reverse, backend, requires_grad = inputs
+    ctx.cell, ctx.reverse, ctx.backend, ctx.flags = cell, reverse, backend, requires_grad
+    ctx.save_for_backward(*tensors, lengths, output[3])
 
 
-def _train_op_backward(ctx, grad_out, grad_h, grad_c, grad_workspace):
-    *tensors, lengths, out, workspace = ctx.saved_tensors
-    grads = rnn_layer_train_backward_op(ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend, out, workspace,
-                                        grad_out, grad_h, grad_c)
-    grads = [None if t is None else g for t, g in zip(tensors, grads)]
-    return (None, *grads, None, None, None)
+def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_handle):
+    *tensors, lengths, handle = ctx.saved_tensors
+    grads = rnn_layer_recorded_backward_op(handle, ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend,
+                                           ctx.flags, grad_out, grad_h, grad_c)
+    grads = [g if t is not None and flag else None for t, g, flag in zip(tensors, grads, ctx.flags)]
+    return (None, *grads, None, None, None, None)
 
 
-rnn_layer_train_op.register_autograd(_train_op_backward, setup_context=_setup_train_context)
-rnn_layer_train_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+rnn_layer_recorded_op.register_autograd(_recorded_backward, setup_context=_recorded_setup_context)
+rnn_layer_recorded_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
-def _compiled_training(tensors) -> bool:
-    """Whether torch.compile (not torch.export) records a layer whose backward may follow."""
-    if not torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
-        return False
-    return any(t is not None and t.requires_grad for t in tensors)
+def _records_training(tensors) -> bool:
+    """Whether a traced call is part of a compiled training step: under torch.compile (not
+    torch.export, whose programs must run anywhere: they keep the recompute), with autograd
+    recording and an input that wants a gradient."""
+    return (torch.is_grad_enabled() and not exporting()
+            and any(t is not None and t.requires_grad for t in tensors))
 
 
 _onnx.register_legacy_symbolic()  # torch.onnx.export(dynamo=False) of fastrnn::rnn_layer
@@ -369,10 +391,10 @@ def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
     if _onnx.exporting():
         return _onnx.symbolic_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                                     reverse)
-    if _compiled_training((x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)):
-        out, h, c, _ = rnn_layer_train_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                          lengths, reverse, backend)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    if compiling() and _records_training(tensors):
+        flags = [t is not None and t.requires_grad for t in tensors]
+        out, h, c, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
     else:
-        out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                                 reverse, backend)
+        out, h, c = rnn_layer_op(cell.name, *tensors, lengths, reverse, backend)
     return out, h, (c if cell.has_cell_state else None)
