@@ -133,8 +133,8 @@ class Backend:
     b_hh, lengths, reverse) -> (out, h_T, c_T or None, workspace)``, the forward without autograd
     returning, as a 1-D float32 tensor, what its backward needs beyond the inputs and
     outputs; ``train_backward(cell, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths, reverse, out,
-    workspace, grad_out, grad_h, grad_c)`` -> the gradients of those seven (None for an absent
-    one). ``train_supported(problem)`` says when the form applies (None: it does), e.g. only
+    workspace, grad_out, grad_h, grad_c, needs)`` -> the gradients of those seven (None for an
+    absent one, or where the 7 flags ``needs`` say it is not wanted). ``train_supported(problem)`` says when the form applies (None: it does), e.g. only
     without lengths. Without a training form, compiled training recomputes the forward.
     """
 

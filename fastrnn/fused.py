@@ -85,9 +85,9 @@ def training_forward(forward_pass, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, leng
     return out, h_t, (c_t if cell.has_cell_state else None), saved.reshape(-1)
 
 
-def training_backward(backward_pass, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t):
-    """Gradients of ``inputs`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) (None for an absent input)
-    from what :func:`training_forward` returned. ``backward_pass(cell, reverse, dout, dh_t, dc_t,
+def training_backward(backward_pass, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
+    """Gradients of ``inputs`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) (None for an absent input or
+    one whose ``needs`` flag is off) from what :func:`training_forward` returned. ``backward_pass(cell, reverse, dout, dh_t, dc_t,
     x, h0, c0, w_hh, int32 lengths, out, saved)`` is the backend's kernel backward, returning
     (dgx, dgh_n, dh0, dc0) with ``saved`` shaped (T, B, -1) as its forward made it."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
@@ -98,7 +98,7 @@ def training_backward(backward_pass, cell, inputs, lengths, reverse, out, worksp
     dgx, dghn, dh0, dc0 = backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
     is_gru = not cell.sums_preactivations
     dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-        (True,) * 5, is_gru, b_ih is not None, dgx, dghn, x, w_ih, out, h0, lengths, reverse)
+        (needs[0], *needs[3:7]), is_gru, b_ih is not None, dgx, dghn, x, w_ih, out, h0, lengths, reverse)
     return dx, dh0, (dc0 if cell.has_cell_state else None), dw_ih, dw_hh, db_ih, db_hh
 
 

@@ -221,12 +221,14 @@ rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambd
 
 
 class _Recorded(NamedTuple):
-    """A layer-direction's autograd graph, as eager mode would have recorded it."""
+    """A layer-direction's autograd graph, as eager mode would have recorded it, or (``trained``)
+    the name of the backend whose training form wrote the call's workspace output."""
 
     key: tuple  # _call_key of the call it belongs to
-    leaves: list  # detached inputs the graph starts from (None where absent)
-    outputs: list  # out, h_T[, c_T] of the graph
+    leaves: Optional[list]  # detached inputs the graph starts from (None where absent)
+    outputs: Optional[list]  # out, h_T[, c_T] of the graph
     wanted: list  # indices into leaves of the inputs whose gradients are wanted
+    trained: Optional[str] = None  # the backend of the workspace (then no graph: leaves, outputs None)
 
 
 # Graphs kept by rnn_layer_recorded until their backward takes them or their handle is freed.
@@ -263,18 +265,25 @@ def rnn_layer_recorded_op(
     reverse: bool,
     backend: str,
     requires_grad: List[bool],
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, workspace, handle).
 
-    The chosen backend runs with autograd recording, exactly as in eager mode (its own saved
-    activations: a kernel backend's buffers, oneDNN's workspace, torch's per-step graph), for the
-    inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). The graph stays in
+    A chosen backend with a training form (``Backend.train_forward``: the fused kernel backends)
+    runs it: no autograd graph, and what its backward needs beyond the inputs and outputs comes
+    back as ``workspace`` (1-D float32; AOTAutograd saves it for the backward like any
+    activation). Any other backend runs with autograd recording, exactly as in eager mode (its own
+    saved activations: oneDNN's workspace, torch's per-step graph), for the inputs
+    ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), and ``workspace`` is empty.
+    Either way a record of the call (the graph, or which backend wrote the workspace) stays in
     this process under ``handle``, an int64 scalar on the CPU, until the backward operator takes
     it or the handle tensor is freed (a forward whose backward never runs).
     """
     check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
     mask = _wanted_mask(requires_grad)
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    trained = _training_form(get_cell(cell), tensors, lengths, backend)
+    if trained is not None:
+        return _run_training_form(trained, cell, tensors, lengths, reverse, backend, mask)
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_(flag) for t, flag in zip(tensors, mask)]
         out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
@@ -289,7 +298,34 @@ def rnn_layer_recorded_op(
     if c is None:
         c = x.new_empty((0,))
     fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
-    return fresh[0], fresh[1], fresh[2], handle_tensor
+    return fresh[0], fresh[1], fresh[2], x.new_empty((0,), dtype=torch.float32), handle_tensor
+
+
+def _training_form(cell, tensors, lengths, backend: str) -> Optional[backends.Backend]:
+    """The backend ``backend`` selects for this layer when it has a training form for it, else None."""
+    x, weight_hh, bias_ih, weight_hr = tensors[0], tensors[4], tensors[5], tensors[7]
+    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
+    chosen = backends.choose(problem, backend)
+    if chosen.train_forward is None or chosen.train_supported(problem) is not None:
+        return None
+    return chosen
+
+
+def _run_training_form(chosen: backends.Backend, cell: str, tensors, lengths, reverse: bool, backend: str,
+                       mask: List[bool]):
+    """rnn_layer_recorded's outputs from ``chosen``'s training form (see there)."""
+    out, h, c, workspace = backends.resolve(chosen.train_forward)(get_cell(cell), *tensors[:7], lengths, reverse)
+    handle = next(_HANDLES)
+    handle_tensor = torch.tensor(handle, dtype=torch.int64)
+    wanted = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
+    if wanted:
+        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), None, None, wanted,
+                                     chosen.name)
+        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
+    if c is None:
+        c = tensors[0].new_empty((0,))
+    fresh = _fresh([out, h, c, workspace], (*tensors, lengths))
+    return (*fresh, handle_tensor)
 
 
 @rnn_layer_recorded_op.register_fake
@@ -298,7 +334,10 @@ def _rnn_layer_recorded_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bia
     _wanted_mask(requires_grad)
     out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                                 reverse, backend)
-    return out, h, c, torch.empty((), dtype=torch.int64)
+    # The workspace's size is the chosen backend's business (its kernel's saved activations, or
+    # nothing): a size the graph learns when the operator runs.
+    workspace = x.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.float32)
+    return out, h, c, workspace, torch.empty((), dtype=torch.int64)
 
 
 @torch.library.custom_op("fastrnn::rnn_layer_recorded_backward", mutates_args=())
@@ -320,11 +359,14 @@ def rnn_layer_recorded_backward_op(
     grad_out: Tensor,
     grad_h: Tensor,
     grad_c: Tensor,
+    out: Optional[Tensor] = None,
+    workspace: Optional[Tensor] = None,
 ) -> List[Tensor]:
-    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from the graph
-    ``rnn_layer_recorded`` kept under ``handle`` (taken: a graph is used once, as eager mode frees
-    it). Without that graph (a second backward through a retained graph, a handle from another
-    call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
+    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from what
+    ``rnn_layer_recorded`` kept under ``handle`` (taken: it is used once, as eager mode frees a
+    graph): its graph, or, for a backend's training form, that backend's backward from the call's
+    ``out`` and ``workspace``. Without a record (a second backward through a retained graph, a
+    handle from another call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     mask = _wanted_mask(requires_grad)
     if handle.dtype != torch.int64 or handle.numel() != 1 or handle.device.type != "cpu":
@@ -338,6 +380,9 @@ def rnn_layer_recorded_backward_op(
         return _fresh([g if k in expected else x.new_empty((0,)) for k, g in enumerate(grads)],
                       (*tensors, lengths, grad_out, grad_h, grad_c))
     _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
+    if recorded.trained is not None:
+        return _training_form_backward(recorded, cell, tensors, lengths, reverse, out, workspace, grad_out, grad_h,
+                                       grad_c)
     outputs, grads = recorded.outputs, [grad_out, grad_h, grad_c][: len(recorded.outputs)]
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         found = torch.autograd.grad(outputs, [recorded.leaves[k] for k in expected], grads, allow_unused=True)
@@ -347,9 +392,35 @@ def rnn_layer_recorded_backward_op(
     return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
 
 
+def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, reverse: bool, out, workspace,
+                            grad_out, grad_h, grad_c) -> List[Tensor]:
+    """The recorded backend's training-form backward from the call's ``out`` and ``workspace``."""
+    x = tensors[0]
+    if out is None or workspace is None or tuple(out.shape) != tuple(grad_out.shape) or out.dtype != x.dtype \
+            or workspace.dim() != 1 or workspace.dtype != torch.float32:
+        raise RuntimeError(
+            f"out must be the {x.dtype} output of shape {tuple(grad_out.shape)} and workspace the 1-D float32 "
+            f"workspace rnn_layer_recorded returned, got {_describe(out)} and {_describe(workspace)}")
+    cell_ = get_cell(cell)
+    needs = [k in recorded.wanted for k in range(7)]
+    with _autograd_enabled_inside_an_op():  # (an empty problem differentiates the reference's graph)
+        found = backends.resolve(backends.get_backend(recorded.trained).train_backward)(
+            cell_, tensors[:7], lengths, reverse, out, workspace, grad_out, grad_h,
+            grad_c if cell_.has_cell_state else None, needs)
+    result = [x.new_empty((0,)) for _ in tensors]
+    for k in recorded.wanted:
+        result[k] = found[k].detach()
+    return _fresh(result, (*tensors, lengths, out, workspace, grad_out, grad_h, grad_c))
+
+
+def _describe(t: Optional[Tensor]) -> str:
+    return "None" if t is None else f"a {t.dtype} tensor of shape {tuple(t.shape)}"
+
+
 @rnn_layer_recorded_backward_op.register_fake
 def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c):
+                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c, out=None,
+                                      workspace=None):
     mask = _wanted_mask(requires_grad)
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     return [torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and mask[k]
@@ -359,13 +430,13 @@ def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight
 def _recorded_setup_context(ctx, inputs, output):
     cell, *tensors, lengths, reverse, backend, requires_grad = inputs
     ctx.cell, ctx.reverse, ctx.backend, ctx.flags = cell, reverse, backend, requires_grad
-    ctx.save_for_backward(*tensors, lengths, output[3])
+    ctx.save_for_backward(*tensors, lengths, output[0], output[3], output[4])
 
 
-def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_handle):
-    *tensors, lengths, handle = ctx.saved_tensors
+def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_workspace, grad_handle):
+    *tensors, lengths, out, workspace, handle = ctx.saved_tensors
     grads = rnn_layer_recorded_backward_op(handle, ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend,
-                                           ctx.flags, grad_out, grad_h, grad_c)
+                                           ctx.flags, grad_out, grad_h, grad_c, out, workspace)
     grads = [g if t is not None and flag else None for t, g, flag in zip(tensors, grads, ctx.flags)]
     return (None, *grads, None, None, None, None)
 
@@ -394,7 +465,7 @@ def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     if compiling() and _records_training(tensors):
         flags = [t is not None and t.requires_grad for t in tensors]
-        out, h, c, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
+        out, h, c, _, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
     else:
         out, h, c = rnn_layer_op(cell.name, *tensors, lengths, reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

@@ -113,6 +113,8 @@ def train_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     return training_forward(_forward_saving, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
 
 
-def train_backward(cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t):
-    """The training operator's backward: gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh)."""
-    return training_backward(_backward_from_saved, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t)
+def train_backward(cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
+    """The training operator's backward: gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh) where
+    ``needs`` says they are wanted."""
+    return training_backward(_backward_from_saved, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t,
+                             needs)
