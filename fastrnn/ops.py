@@ -25,7 +25,14 @@ chosen backend with autograd on, exactly as eager mode runs it (each backend's o
 activations: the kernel backends' buffers, oneDNN's workspace, the per-step graph of torch's GRU),
 and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
 for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
-differentiates it. So each layer-direction's forward runs once, on the same backend as eager
+differentiates it. A backend with a training form (``Backend.train_forward`` /
+``train_backward``: the fused kernel backends cpu, triton, cuda; :func:`fastrnn.fused.training_forward`)
+records no graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's
+saved activations (a 1-D float32 workspace), from which the backward operator calls the backward
+kernel and the weight GEMMs directly: no nested autograd call. (Not as operator outputs, as
+issue 21 suggested: a workspace whose size only the backend knows is an unbacked size to the
+tracer, and torch 2.11's AOTAutograd then compiles the backward lazily and refuses
+``retain_graph=True`` for every compiled fastrnn model, whatever its backend.) So each layer-direction's forward runs once, on the same backend as eager
 mode, and the backend is still chosen when the operator runs. A graph lives as long as its handle
 (freed with the autograd graph of the compiled step when no backward comes) and is used once: a
 second backward through a retained graph, or a handle that does not belong to the given inputs,
@@ -221,14 +228,15 @@ rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambd
 
 
 class _Recorded(NamedTuple):
-    """A layer-direction's autograd graph, as eager mode would have recorded it, or (``trained``)
-    the name of the backend whose training form wrote the call's workspace output."""
+    """A layer-direction's autograd graph, as eager mode would have recorded it; or, for a backend
+    with a training form (``trained``: its name), what that backend's backward needs: the call's
+    ``out`` and the ``workspace`` its forward saved, and no graph."""
 
     key: tuple  # _call_key of the call it belongs to
     leaves: Optional[list]  # detached inputs the graph starts from (None where absent)
-    outputs: Optional[list]  # out, h_T[, c_T] of the graph
+    outputs: Optional[list]  # out, h_T[, c_T] of the graph; for a training form, [out, workspace]
     wanted: list  # indices into leaves of the inputs whose gradients are wanted
-    trained: Optional[str] = None  # the backend of the workspace (then no graph: leaves, outputs None)
+    trained: Optional[str] = None  # the backend whose training form ran (then leaves is None)
 
 
 # Graphs kept by rnn_layer_recorded until their backward takes them or their handle is freed.
@@ -265,18 +273,16 @@ def rnn_layer_recorded_op(
     reverse: bool,
     backend: str,
     requires_grad: List[bool],
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, workspace, handle).
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
 
     A chosen backend with a training form (``Backend.train_forward``: the fused kernel backends)
-    runs it: no autograd graph, and what its backward needs beyond the inputs and outputs comes
-    back as ``workspace`` (1-D float32; AOTAutograd saves it for the backward like any
-    activation). Any other backend runs with autograd recording, exactly as in eager mode (its own
-    saved activations: oneDNN's workspace, torch's per-step graph), for the inputs
-    ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), and ``workspace`` is empty.
-    Either way a record of the call (the graph, or which backend wrote the workspace) stays in
-    this process under ``handle``, an int64 scalar on the CPU, until the backward operator takes
-    it or the handle tensor is freed (a forward whose backward never runs).
+    runs it: no autograd graph; what its backward needs beyond the inputs and outputs (its
+    kernel's saved activations) is kept. Any other backend runs with autograd recording, exactly
+    as in eager mode (its own saved activations: oneDNN's workspace, torch's per-step graph), for
+    the inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), and its graph is
+    kept. Either stays in this process under ``handle``, an int64 scalar on the CPU, until the
+    backward operator takes it or the handle tensor is freed (a forward whose backward never runs).
     """
     check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
     mask = _wanted_mask(requires_grad)
@@ -298,7 +304,7 @@ def rnn_layer_recorded_op(
     if c is None:
         c = x.new_empty((0,))
     fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
-    return fresh[0], fresh[1], fresh[2], x.new_empty((0,), dtype=torch.float32), handle_tensor
+    return fresh[0], fresh[1], fresh[2], handle_tensor
 
 
 def _training_form(cell, tensors, lengths, backend: str) -> Optional[backends.Backend]:
@@ -318,14 +324,14 @@ def _run_training_form(chosen: backends.Backend, cell: str, tensors, lengths, re
     handle = next(_HANDLES)
     handle_tensor = torch.tensor(handle, dtype=torch.int64)
     wanted = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
-    if wanted:
-        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), None, None, wanted,
-                                     chosen.name)
-        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
     if c is None:
         c = tensors[0].new_empty((0,))
-    fresh = _fresh([out, h, c, workspace], (*tensors, lengths))
-    return (*fresh, handle_tensor)
+    out, h, c = _fresh([out, h, c], (*tensors, lengths))
+    if wanted:
+        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), None, [out, workspace],
+                                     wanted, chosen.name)
+        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
+    return out, h, c, handle_tensor
 
 
 @rnn_layer_recorded_op.register_fake
@@ -334,10 +340,7 @@ def _rnn_layer_recorded_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bia
     _wanted_mask(requires_grad)
     out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                                 reverse, backend)
-    # The workspace's size is the chosen backend's business (its kernel's saved activations, or
-    # nothing): a size the graph learns when the operator runs.
-    workspace = x.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.float32)
-    return out, h, c, workspace, torch.empty((), dtype=torch.int64)
+    return out, h, c, torch.empty((), dtype=torch.int64)
 
 
 @torch.library.custom_op("fastrnn::rnn_layer_recorded_backward", mutates_args=())
@@ -359,13 +362,11 @@ def rnn_layer_recorded_backward_op(
     grad_out: Tensor,
     grad_h: Tensor,
     grad_c: Tensor,
-    out: Optional[Tensor] = None,
-    workspace: Optional[Tensor] = None,
 ) -> List[Tensor]:
     """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from what
     ``rnn_layer_recorded`` kept under ``handle`` (taken: it is used once, as eager mode frees a
-    graph): its graph, or, for a backend's training form, that backend's backward from the call's
-    ``out`` and ``workspace``. Without a record (a second backward through a retained graph, a
+    graph): its graph, or, for a backend's training form, that backend's backward from the saved
+    activations. Without a record (a second backward through a retained graph, a
     handle from another call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     mask = _wanted_mask(requires_grad)
@@ -381,8 +382,7 @@ def rnn_layer_recorded_backward_op(
                       (*tensors, lengths, grad_out, grad_h, grad_c))
     _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
     if recorded.trained is not None:
-        return _training_form_backward(recorded, cell, tensors, lengths, reverse, out, workspace, grad_out, grad_h,
-                                       grad_c)
+        return _training_form_backward(recorded, cell, tensors, lengths, reverse, grad_out, grad_h, grad_c)
     outputs, grads = recorded.outputs, [grad_out, grad_h, grad_c][: len(recorded.outputs)]
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         found = torch.autograd.grad(outputs, [recorded.leaves[k] for k in expected], grads, allow_unused=True)
@@ -392,15 +392,14 @@ def rnn_layer_recorded_backward_op(
     return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
 
 
-def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, reverse: bool, out, workspace,
-                            grad_out, grad_h, grad_c) -> List[Tensor]:
-    """The recorded backend's training-form backward from the call's ``out`` and ``workspace``."""
+def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, reverse: bool, grad_out, grad_h,
+                            grad_c) -> List[Tensor]:
+    """The recorded backend's training-form backward from the call's ``out`` and ``workspace``
+    (kept with the record: as operator outputs, a workspace of a size only the backend knows is an
+    unbacked size, with which torch 2.11's AOTAutograd compiles the backward lazily and then
+    refuses ``retain_graph=True``)."""
     x = tensors[0]
-    if out is None or workspace is None or tuple(out.shape) != tuple(grad_out.shape) or out.dtype != x.dtype \
-            or workspace.dim() != 1 or workspace.dtype != torch.float32:
-        raise RuntimeError(
-            f"out must be the {x.dtype} output of shape {tuple(grad_out.shape)} and workspace the 1-D float32 "
-            f"workspace rnn_layer_recorded returned, got {_describe(out)} and {_describe(workspace)}")
+    out, workspace = recorded.outputs
     cell_ = get_cell(cell)
     needs = [k in recorded.wanted for k in range(7)]
     with _autograd_enabled_inside_an_op():  # (an empty problem differentiates the reference's graph)
@@ -413,14 +412,9 @@ def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, re
     return _fresh(result, (*tensors, lengths, out, workspace, grad_out, grad_h, grad_c))
 
 
-def _describe(t: Optional[Tensor]) -> str:
-    return "None" if t is None else f"a {t.dtype} tensor of shape {tuple(t.shape)}"
-
-
 @rnn_layer_recorded_backward_op.register_fake
 def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c, out=None,
-                                      workspace=None):
+                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c):
     mask = _wanted_mask(requires_grad)
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     return [torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and mask[k]
@@ -430,13 +424,13 @@ def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight
 def _recorded_setup_context(ctx, inputs, output):
     cell, *tensors, lengths, reverse, backend, requires_grad = inputs
     ctx.cell, ctx.reverse, ctx.backend, ctx.flags = cell, reverse, backend, requires_grad
-    ctx.save_for_backward(*tensors, lengths, output[0], output[3], output[4])
+    ctx.save_for_backward(*tensors, lengths, output[3])
 
 
-def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_workspace, grad_handle):
-    *tensors, lengths, out, workspace, handle = ctx.saved_tensors
+def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_handle):
+    *tensors, lengths, handle = ctx.saved_tensors
     grads = rnn_layer_recorded_backward_op(handle, ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend,
-                                           ctx.flags, grad_out, grad_h, grad_c, out, workspace)
+                                           ctx.flags, grad_out, grad_h, grad_c)
     grads = [g if t is not None and flag else None for t, g, flag in zip(tensors, grads, ctx.flags)]
     return (None, *grads, None, None, None, None)
 
@@ -465,7 +459,7 @@ def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     if compiling() and _records_training(tensors):
         flags = [t is not None and t.requires_grad for t in tensors]
-        out, h, c, _, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
+        out, h, c, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
     else:
         out, h, c = rnn_layer_op(cell.name, *tensors, lengths, reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

@@ -7,8 +7,8 @@ before, the backward recomputed the forward. These tests prove:
 
 * one forward per layer-direction in a compiled forward + backward, on every CPU backend; on a
   kernel backend (cpu here; triton in tests/test_export_kernel_backends.py) that forward is the
-  backend's training form, whose saved activations are the operator's ``workspace`` output, and
-  the backward runs only the backward kernel (no autograd graph kept, none differentiated);
+  backend's training form, whose saved activations are kept under the handle, and the backward
+  runs only the backward kernel (no autograd graph kept, none differentiated);
 * gradients of the input, the initial states and every parameter equal eager mode's (the same
   backend: bit for bit where eager runs the same per-layer calls);
 * a kept graph is freed after its backward, and when no backward follows;
@@ -203,7 +203,7 @@ def test_double_backward_through_the_recorded_operator_raises():
     """(torch.compile refuses double backward itself; the operator says why when called directly.)"""
     x, h0, _, w_ih, w_hh, b_ih, b_hh, _ = _layer_args()
     x.requires_grad_()
-    out, _, _, _, _ = ops.rnn_layer_recorded_op("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, None, None, False,
+    out, _, _, _ = ops.rnn_layer_recorded_op("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, None, None, False,
                                              "reference", [True, False, False, False, False, False, False, False])
     (gx,) = torch.autograd.grad(out.square().sum(), [x], create_graph=True)
     with pytest.raises(RuntimeError, match="double backward through a traced fastrnn layer"):
@@ -259,12 +259,12 @@ def test_kernel_backend_runs_each_kernel_once_and_gives_eager_gradients(cell, pa
 
 
 @pytest.mark.skipif(not _cpu_available(), reason="the cpu backend is not built here")
-def test_training_form_backward_checks_out_and_workspace():
+def test_training_form_keeps_the_kernels_saved_activations_and_no_graph():
     args = [t.float() if t is not None else None for t in _layer_args()]
     flags = [True] * 2 + [False] + [True] * 4 + [False]
-    out, _, _, workspace, handle = ops.rnn_layer_recorded_op("gru", *args, None, False, "cpu", flags)
+    out, _, _, handle = ops.rnn_layer_recorded_op("gru", *args, None, False, "cpu", flags)
+    record = ops._RECORDED[int(handle)]
+    assert record.trained == "cpu" and record.leaves is None  # no autograd graph kept
+    kept_out, workspace = record.outputs
     assert workspace.dtype == torch.float32 and workspace.numel() == 4 * 2 * 4 * 5  # GRU: 4 saved per unit and step
-    grads = (torch.ones_like(out), torch.ones_like(args[1]), torch.empty(0))
-    with pytest.raises(RuntimeError, match="workspace the 1-D float32 workspace"):
-        ops.rnn_layer_recorded_backward_op(handle, "gru", *args, None, False, "cpu", flags, *grads, out,
-                                           workspace.double())
+    assert torch.equal(kept_out, out)
