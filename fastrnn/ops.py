@@ -303,8 +303,15 @@ def rnn_layer_recorded_op(
         weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
     if c is None:
         c = x.new_empty((0,))
-    fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
+    fresh = _owned_copies((out, h, c)) if handle in _RECORDED else _fresh([out, h, c], (*tensors, lengths))
     return fresh[0], fresh[1], fresh[2], handle_tensor
+
+
+def _owned_copies(tensors) -> list:
+    """Copies of the outputs a kept record may hold (a graph's saved tensors, a training form's
+    ``out``): Inductor treats an operator's outputs as its own buffers and reuses the memory of one
+    the graph no longer reads for a later result, which would overwrite what the backward reads."""
+    return [t.detach().clone(memory_format=torch.contiguous_format) for t in tensors]
 
 
 def _training_form(cell, tensors, lengths, backend: str) -> Optional[backends.Backend]:
@@ -331,6 +338,7 @@ def _run_training_form(chosen: backends.Backend, cell: str, tensors, lengths, re
         _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), None, [out, workspace],
                                      wanted, chosen.name)
         weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
+        (out,) = _owned_copies((out,))  # the record keeps the kernel's own out
     return out, h, c, handle_tensor
 
 

@@ -268,3 +268,26 @@ def test_training_form_keeps_the_kernels_saved_activations_and_no_graph():
     kept_out, workspace = record.outputs
     assert workspace.dtype == torch.float32 and workspace.numel() == 4 * 2 * 4 * 5  # GRU: 4 saved per unit and step
     assert torch.equal(kept_out, out)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["cpu"] if _cpu_available() else []))
+def test_inductor_reusing_a_dead_output_buffer_leaves_the_backward_its_own(backend):
+    """Inductor treats an operator's outputs as its buffers and writes a later result into the
+    memory of one the graph no longer reads (here the layer's output, dead after ``out * 2``, gets
+    ``mm``'s result). What a kept record reads in the backward (the training form's ``out``,
+    oneDNN's saved output) must not be that memory: the gradients came out wrong by ~70."""
+    torch.manual_seed(0)
+    model = fastrnn.GRU(8, 8, backend=backend)
+    w = torch.randn(8, 8)
+
+    def f(x):
+        out, _ = model(x)
+        y = torch.mm((out * 2).view(-1, 8), w) + 1
+        return (y * y).sum()
+
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    leaves = [x, *model.parameters()]
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True)(x), leaves)
+    expected = torch.autograd.grad(f(x), leaves)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
