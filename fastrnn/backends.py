@@ -128,14 +128,10 @@ class Backend:
     strings, imported when first used (:func:`resolve`): kernel backends name their autograd
     entry point so that registering them imports no kernel.
 
-    ``train_forward`` / ``train_backward`` (both or neither) are the backend's training form for
-    compiled training (:mod:`fastrnn.ops`): ``train_forward(cell, x, h0, c0, w_ih, w_hh, b_ih,
-    b_hh, lengths, reverse) -> (out, h_T, c_T or None, workspace)``, the forward without autograd
-    returning, as a 1-D float32 tensor, what its backward needs beyond the inputs and
-    outputs; ``train_backward(cell, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), lengths, reverse, out,
-    workspace, grad_out, grad_h, grad_c, needs)`` -> the gradients of those seven (None for an
-    absent one, or where the 7 flags ``needs`` say it is not wanted). ``train_supported(problem)`` says when the form applies (None: it does), e.g. only
-    without lengths. Without a training form, compiled training recomputes the forward.
+    ``training``, when set (an object or a ``"module:attribute"`` string), is the backend's
+    training form for compiled training (:mod:`fastrnn.ops`), a :class:`fastrnn.fused.TrainingForm`:
+    its kernel forward returning what its backward needs, and that backward, called directly.
+    Without one, a compiled training step keeps the backend's autograd graph instead.
     """
 
     name: str
@@ -147,9 +143,7 @@ class Backend:
     run_module: Union[str, Callable] = GENERIC_STACK
     run_cell: Union[str, Callable, None] = None
     note: Callable[[LayerProblem], Optional[str]] = lambda problem: None
-    train_forward: Union[str, Callable, None] = None
-    train_backward: Union[str, Callable, None] = None
-    train_supported: Callable[[LayerProblem], Optional[str]] = lambda problem: None
+    training: Union[str, object, None] = None
 
     def not_auto(self, problem: LayerProblem) -> Optional[str]:
         """Why ``auto`` may not pick this backend for ``problem`` (None: it may)."""

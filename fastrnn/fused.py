@@ -21,7 +21,7 @@ the reference builds their graph, so gradients come out as zeros, not None).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh
     w_ih, w_hh, b_ih, b_hh) and returns (out, h_T[, c_T])."""
     if weight_hr is not None:  # the backends' unsupported() rejects this before we get here
         raise NotImplementedError(f"the {backend_name} backend does not implement proj_size > 0")
-    if _empty_problem(x, weight_hh):
+    if x.shape[0] == 0 or x.shape[1] == 0 or weight_hh.shape[0] == 0:
         # Nothing for a kernel to compute, but the result must still be part of the graph
         # (zero gradients for the weights and states, as torch.nn gives): the reference's
         # graph of an empty problem is exactly that.
@@ -56,10 +56,6 @@ def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh
     return (res[0], res[1], res[2] if cell.has_cell_state else None)
 
 
-def _empty_problem(x: Tensor, weight_hh: Tensor) -> bool:
-    return x.shape[0] == 0 or x.shape[1] == 0 or weight_hh.shape[0] == 0
-
-
 def kernel_lengths(lengths: Optional[Tensor], x: Tensor) -> Tensor:
     """The (B,) int32 lengths the kernels read, clamped to [0, T] (all T without lengths)."""
     seq_len, batch = x.shape[0], x.shape[1]
@@ -68,55 +64,43 @@ def kernel_lengths(lengths: Optional[Tensor], x: Tensor) -> Tensor:
     return lengths.to(device=x.device, dtype=torch.int32).clamp(0, seq_len).contiguous()
 
 
-def training_forward(forward_pass, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    """The forward of the training operator (:mod:`fastrnn.ops`) for a fused backend:
-    -> (out, h_T, c_T or None, workspace), workspace 1-D float32: what :func:`training_backward`
-    needs beyond the inputs and outputs (the kernel's fp32 saved activations, flattened).
+class TrainingForm(NamedTuple):
+    """A fused backend's training form for compiled training (:mod:`fastrnn.ops`): its kernel
+    forward and backward called directly, no autograd graph in between.
 
-    ``forward_pass(cell, reverse, int32 lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` is the
-    backend's kernel forward returning (out, h_T, c_T, saved). No autograd is recorded here."""
-    if _empty_problem(x, w_hh):  # no kernel work; training_backward differentiates the reference
-        from .reference import reference_layer
+    ``forward_pass(cell, reverse, int32 lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` returns
+    (out, h_T, c_T, saved); ``backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, int32
+    lengths, out, saved)`` returns (dgx, dgh_n, dh0, dc0), ``saved`` shaped (T, B, -1) as the
+    forward made it. The GEMMs around them are this module's."""
 
-        out, h_t, c_t = reference_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, lengths, reverse)
-        return out, h_t, c_t, x.new_empty((0,), dtype=torch.float32)
-    out, h_t, c_t, saved = forward_pass(cell, reverse, kernel_lengths(lengths, x), x, h0, c0, w_ih, w_hh, b_ih,
-                                        b_hh)
-    return out, h_t, (c_t if cell.has_cell_state else None), saved.reshape(-1)
+    forward_pass: Callable
+    backward_pass: Callable
 
+    def unsupported(self, problem) -> Optional[str]:
+        """Why the form cannot run ``problem`` (None: it can). An empty problem has no kernel work
+        (:func:`run_layer` builds the reference's graph for it): the caller records that graph."""
+        if problem.seq_len == 0 or problem.batch_size == 0 or problem.hidden_size == 0:
+            return "an empty problem has no kernel work"
+        return None
 
-def training_backward(backward_pass, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
-    """Gradients of ``inputs`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) (None for an absent input or
-    one whose ``needs`` flag is off) from what :func:`training_forward` returned. ``backward_pass(cell, reverse, dout, dh_t, dc_t,
-    x, h0, c0, w_hh, int32 lengths, out, saved)`` is the backend's kernel backward, returning
-    (dgx, dgh_n, dh0, dc0) with ``saved`` shaped (T, B, -1) as its forward made it."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
-    if _empty_problem(x, w_hh):
-        return _reference_gradients(cell, inputs, lengths, reverse, (dout, dh_t, dc_t))
-    lengths = kernel_lengths(lengths, x)
-    saved = workspace.view(x.shape[0], x.shape[1], -1)
-    dgx, dghn, dh0, dc0 = backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
-    is_gru = not cell.sums_preactivations
-    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-        (needs[0], *needs[3:7]), is_gru, b_ih is not None, dgx, dghn, x, w_ih, out, h0, lengths, reverse)
-    return dx, dh0, (dc0 if cell.has_cell_state else None), dw_ih, dw_hh, db_ih, db_hh
+    def forward(self, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+        """-> (out, h_T, c_T or None, workspace): ``workspace`` (1-D float32) is the kernel's saved
+        activations, what :meth:`backward` needs beyond the inputs and ``out``."""
+        out, h_t, c_t, saved = self.forward_pass(cell, reverse, kernel_lengths(lengths, x), x, h0, c0, w_ih, w_hh,
+                                                 b_ih, b_hh)
+        return out, h_t, (c_t if cell.has_cell_state else None), saved.reshape(-1)
 
-
-def _reference_gradients(cell, inputs, lengths, reverse, grads):
-    """Gradients of ``inputs`` through the reference layer (None for absent inputs)."""
-    from .reference import reference_layer
-
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
-        out, h_t, c_t = reference_layer(cell, *leaves, None, lengths, reverse)
-    outputs = (out, h_t, c_t) if cell.has_cell_state else (out, h_t)
-    wrt = [t for t in leaves if t is not None]
-    found = iter(torch.autograd.grad(outputs, wrt, grads[:len(outputs)], allow_unused=True))
-    result = []
-    for t in leaves:
-        g = None if t is None else next(found)
-        result.append(None if t is None else (torch.zeros_like(t) if g is None else g))
-    return tuple(result)
+    def backward(self, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
+        """Gradients of ``inputs`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) (None for an absent input
+        or one whose flag in ``needs`` is off) from what :meth:`forward` returned."""
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
+        lengths = kernel_lengths(lengths, x)
+        saved = workspace.view(x.shape[0], x.shape[1], -1)
+        dgx, dghn, dh0, dc0 = self.backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+            (needs[0], *needs[3:7]), not cell.sums_preactivations, b_ih is not None, dgx, dghn, x, w_ih, out, h0,
+            lengths, reverse)
+        return dx, dh0, (dc0 if cell.has_cell_state else None), dw_ih, dw_hh, db_ih, db_hh
 
 
 def input_projection(is_gru: bool, x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor],

@@ -25,9 +25,8 @@ chosen backend with autograd on, exactly as eager mode runs it (each backend's o
 activations: the kernel backends' buffers, oneDNN's workspace, the per-step graph of torch's GRU),
 and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
 for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
-differentiates it. A backend with a training form (``Backend.train_forward`` /
-``train_backward``: the fused kernel backends cpu, triton, cuda; :func:`fastrnn.fused.training_forward`)
-records no graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's
+differentiates it. A backend with a training form (``Backend.training``, a
+:class:`fastrnn.fused.TrainingForm`: the fused kernel backends cpu, triton, cuda) records no graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's
 saved activations (a 1-D float32 workspace), from which the backward operator calls the backward
 kernel and the weight GEMMs directly: no nested autograd call. (Not as operator outputs, as
 issue 21 suggested: a workspace whose size only the backend knows is an unbacked size to the
@@ -276,7 +275,7 @@ def rnn_layer_recorded_op(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
 
-    A chosen backend with a training form (``Backend.train_forward``: the fused kernel backends)
+    A chosen backend with a training form (``Backend.training``: the fused kernel backends)
     runs it: no autograd graph; what its backward needs beyond the inputs and outputs (its
     kernel's saved activations) is kept. Any other backend runs with autograd recording, exactly
     as in eager mode (its own saved activations: oneDNN's workspace, torch's per-step graph), for
@@ -289,7 +288,7 @@ def rnn_layer_recorded_op(
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     trained = _training_form(get_cell(cell), tensors, lengths, backend)
     if trained is not None:
-        return _run_training_form(trained, cell, tensors, lengths, reverse, backend, mask)
+        return _run_training_form(*trained, cell, tensors, lengths, reverse, backend, mask)
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_(flag) for t, flag in zip(tensors, mask)]
         out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
@@ -314,20 +313,22 @@ def _owned_copies(tensors) -> list:
     return [t.detach().clone(memory_format=torch.contiguous_format) for t in tensors]
 
 
-def _training_form(cell, tensors, lengths, backend: str) -> Optional[backends.Backend]:
-    """The backend ``backend`` selects for this layer when it has a training form for it, else None."""
+def _training_form(cell, tensors, lengths, backend: str):
+    """(the backend ``backend`` selects for this layer, its training form) when it has one that
+    runs this problem, else None."""
     x, weight_hh, bias_ih, weight_hr = tensors[0], tensors[4], tensors[5], tensors[7]
     problem = backends.layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
     chosen = backends.choose(problem, backend)
-    if chosen.train_forward is None or chosen.train_supported(problem) is not None:
+    form = backends.resolve(chosen.training)
+    if form is None or form.unsupported(problem) is not None:
         return None
-    return chosen
+    return chosen, form
 
 
-def _run_training_form(chosen: backends.Backend, cell: str, tensors, lengths, reverse: bool, backend: str,
+def _run_training_form(chosen: backends.Backend, form, cell: str, tensors, lengths, reverse: bool, backend: str,
                        mask: List[bool]):
-    """rnn_layer_recorded's outputs from ``chosen``'s training form (see there)."""
-    out, h, c, workspace = backends.resolve(chosen.train_forward)(get_cell(cell), *tensors[:7], lengths, reverse)
+    """rnn_layer_recorded's outputs from ``chosen``'s training form ``form`` (see there)."""
+    out, h, c, workspace = form.forward(get_cell(cell), *tensors[:7], lengths, reverse)
     handle = next(_HANDLES)
     handle_tensor = torch.tensor(handle, dtype=torch.int64)
     wanted = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
@@ -410,10 +411,9 @@ def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, re
     out, workspace = recorded.outputs
     cell_ = get_cell(cell)
     needs = [k in recorded.wanted for k in range(7)]
-    with _autograd_enabled_inside_an_op():  # (an empty problem differentiates the reference's graph)
-        found = backends.resolve(backends.get_backend(recorded.trained).train_backward)(
-            cell_, tensors[:7], lengths, reverse, out, workspace, grad_out, grad_h,
-            grad_c if cell_.has_cell_state else None, needs)
+    found = backends.resolve(backends.get_backend(recorded.trained).training).backward(
+        cell_, tensors[:7], lengths, reverse, out, workspace, grad_out, grad_h, grad_c if cell_.has_cell_state else None,
+        needs)
     result = [x.new_empty((0,)) for _ in tensors]
     for k in recorded.wanted:
         result[k] = found[k].detach()

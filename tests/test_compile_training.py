@@ -57,9 +57,9 @@ def layer_runs(monkeypatch):
     monkeypatch.setattr(backends, "run_layer", counting)
     run_training_form = ops._run_training_form
 
-    def counting_training_form(chosen, cell, *args):  # a kernel backend's forward, saving for its backward
+    def counting_training_form(chosen, form, cell, *args):  # a kernel backend's forward, saving for its backward
         runs.append(cell)
-        return run_training_form(chosen, cell, *args)
+        return run_training_form(chosen, form, cell, *args)
 
     monkeypatch.setattr(ops, "_run_training_form", counting_training_form)
     return runs

@@ -27,7 +27,7 @@ from fastrnn import _cpu
 
 from ..cells import CELLS
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs, saved_inputs,
-                     training_backward, training_forward)
+                     TrainingForm)
 from . import isa as isa_module
 from .weights import packed
 
@@ -108,13 +108,5 @@ def cpu_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
                      weight_hr, lengths, reverse)
 
 
-def train_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    """The training operator's forward (:mod:`fastrnn.ops`): -> (out, h_T, c_T, workspace)."""
-    return training_forward(forward_pass, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
-
-
-def train_backward(cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
-    """The training operator's backward: gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh) where
-    ``needs`` says they are wanted."""
-    return training_backward(backward_pass, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t,
-                             needs)
+# The training form of compiled training (fastrnn/ops.py): the kernels called directly.
+TRAINING = TrainingForm(forward_pass, backward_pass)

@@ -89,7 +89,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=not_auto,
-        train_forward="fastrnn.cpu.autograd:train_forward",
-        train_backward="fastrnn.cpu.autograd:train_backward",
+        training="fastrnn.cpu.autograd:TRAINING",
     )
 )

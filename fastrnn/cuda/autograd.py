@@ -32,7 +32,7 @@ from fastrnn import _C
 
 from ..cells import CELLS, Cell
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
-                     saved_inputs, training_backward, training_forward, uses_tf32)
+                     saved_inputs, TrainingForm, uses_tf32)
 
 # How many times each kernel was launched in this process ("forward", "backward"): the tests
 # read it to prove the CUDA kernels (not a fallback) ran.
@@ -108,13 +108,5 @@ def _backward_from_saved(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengt
     return backward_pass(cell, reverse, uses_tf32(x.dtype), dout, dh_t, dc_t, h0, w_hh, lengths, out, saved)
 
 
-def train_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    """The training operator's forward (:mod:`fastrnn.ops`): -> (out, h_T, c_T, workspace)."""
-    return training_forward(_forward_saving, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
-
-
-def train_backward(cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
-    """The training operator's backward: gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh) where
-    ``needs`` says they are wanted."""
-    return training_backward(_backward_from_saved, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t,
-                             needs)
+# The training form of compiled training (fastrnn/ops.py): the kernels called directly.
+TRAINING = TrainingForm(_forward_saving, _backward_from_saved)

@@ -118,7 +118,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("cuda"),  # only where verified on a GPU and measured faster than torch
-        train_forward="fastrnn.cuda.autograd:train_forward",
-        train_backward="fastrnn.cuda.autograd:train_backward",
+        training="fastrnn.cuda.autograd:TRAINING",
     )
 )

@@ -95,7 +95,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("triton"),  # only where verified on a GPU and measured faster than torch
-        train_forward="fastrnn.triton.autograd:train_forward",
-        train_backward="fastrnn.triton.autograd:train_backward",
+        training="fastrnn.triton.autograd:TRAINING",
     )
 )
