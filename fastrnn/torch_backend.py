@@ -194,12 +194,16 @@ def run_cell(module, x: Tensor, states):
     """
     if x.is_cpu and "cpu" not in CUDNN_DEVICE_TYPES and not torch._C._is_any_autocast_enabled():
         # The common step, as torch.nn's cells make it: one call, nothing else (a batch-1 step
-        # is a few microseconds, and each line of Python here is a few percent of it).
+        # is a few microseconds, and each line of Python here is a few percent of it). The
+        # weights straight from _parameters (Module.__getattr__ is a Python call per weight);
+        # a parametrized weight, a plain tensor set by weight-drop code or no bias: by name.
+        params = module._parameters
+        w_ih, w_hh, b_ih, b_hh = params.get("weight_ih"), params.get("weight_hh"), params.get("bias_ih"), params.get("bias_hh")
+        if w_ih is None or w_hh is None or b_ih is None or b_hh is None:
+            w_ih, w_hh, b_ih, b_hh = module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh
         if len(states) == 2:  # (torch's lstm_cell returns the tuple (h, c))
-            return _CELL[module.mode](x, states, module.weight_ih, module.weight_hh, module.bias_ih,
-                                      module.bias_hh)
-        return (_CELL[module.mode](x, states[0], module.weight_ih, module.weight_hh, module.bias_ih,
-                                   module.bias_hh),)
+            return _CELL[module.mode](x, states, w_ih, w_hh, b_ih, b_hh)
+        return (_CELL[module.mode](x, states[0], w_ih, w_hh, b_ih, b_hh),)
     cell = module.cell
     tensors = [x, *states, module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh]
     dtype = autocast_dtype(x)

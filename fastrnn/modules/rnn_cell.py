@@ -92,7 +92,7 @@ class RNNCellBase(nn.Module):
         if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
             backend = run_cell = None
         else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
-            device, batch = x.device, x.shape[0]
+            device, batch = x.device, len(x)  # (len: the batch size, without building a torch.Size)
             backend = backends.choose_by_key(  # a step costs what torch.nn's does: decide by a tuple
                 (self.mode, self.input_size, self.hidden_size, self.bias, device, x.dtype, batch),
                 lambda: LayerProblem(self.cell, device, x.dtype, self.input_size, self.hidden_size, 0,
