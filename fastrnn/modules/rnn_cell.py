@@ -92,14 +92,16 @@ class RNNCellBase(nn.Module):
         if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
             backend = run_cell = None
         else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
-            device, batch = x.device, len(x)  # (len: the batch size, without building a torch.Size)
+            device, batch = x.device, x.size(0)  # (not x.shape[0]: no torch.Size built)
             backend = backends.choose_by_key(  # a step costs what torch.nn's does: decide by a tuple
                 (self.mode, self.input_size, self.hidden_size, self.bias, device, x.dtype, batch),
                 lambda: LayerProblem(self.cell, device, x.dtype, self.input_size, self.hidden_size, 0,
                                      batch, 1, self.bias, False),  # a layer of one step
                 self.backend,
             )
-            run_cell = backend.cell_runner()
+            run_cell = backend.run_cell  # (backend.cell_runner() inline: a call is a few percent of a step)
+            if isinstance(run_cell, str):
+                run_cell = backend.cell_runner()
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).

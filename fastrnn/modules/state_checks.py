@@ -205,7 +205,11 @@ def check_weights(module, weights, sizes: tuple = None) -> None:
         missing = module._flat_weights_names[[w is None for w in weights].index(True)]
         raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'") from None
     try:
-        want = _flat_shapes(sizes_of(module) if sizes is None else sizes, len(weights))
+        if sizes is None:
+            sizes = sizes_of(module)
+        want = _FLAT_SHAPES.get(sizes)  # (the common case inline: every forward asks)
+        if want is None:
+            want = _flat_shapes(sizes, len(weights))
     except (TypeError, ValueError) as e:  # a count that does not match; unhashable or unknown values
         raise StateError(f"{type(module).__name__}: its attributes do not describe its weights: {e}") from None
     if shapes != want:  # torch.Size equals the tuple of its sizes
