@@ -101,14 +101,6 @@ class _RaiseWhenDifferentiated(torch.autograd.Function):
         )
 
 
-def _on_cudnn(tensor: Tensor) -> bool:
-    """Whether torch runs cuDNN for ``tensor``'s device (:data:`CUDNN_DEVICE_TYPES`). The CPU case
-    without reading ``device.type`` (which builds a string: a few percent of a batch-1 step)."""
-    if tensor.is_cpu and "cpu" not in CUDNN_DEVICE_TYPES:
-        return False
-    return tensor.device.type in CUDNN_DEVICE_TYPES
-
-
 def _cudnn_inputs(tensors: Sequence[Optional[Tensor]], training: bool):
     """-> (tensors, train flag) for a call on ``tensors[0]``'s device (see the module docstring)."""
     if tensors[0].device.type not in CUDNN_DEVICE_TYPES:
@@ -152,7 +144,8 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
         data, h0, c0 = cast(data, dtype), cast(h0, dtype), cast(c0, dtype)
         weights = [cast(w, dtype) for w in weights]
     train = module.training
-    if _on_cudnn(data):
+    # (the CPU first, without device.type, which builds a string: a few percent of a batch-1 step)
+    if (not data.is_cpu or "cpu" in CUDNN_DEVICE_TYPES) and data.device.type in CUDNN_DEVICE_TYPES:
         tensors, train = _cudnn_inputs([data, h0, c0] + weights, train)
         data, h0, c0, weights = tensors[0], tensors[1], tensors[2], tensors[3:]
     dropout = module.dropout if module.training else 0.0

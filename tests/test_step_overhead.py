@@ -54,7 +54,7 @@ def _flat(result):
     return [result] if isinstance(result, torch.Tensor) else [t for item in result for t in _flat(item)]
 
 
-@pytest.mark.parametrize("with_state", [True], ids=["hx"])
+@pytest.mark.parametrize("with_state", [True, False], ids=["hx", "no-hx"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_batch1_step_makes_no_more_python_calls_than_torch_nn(kind, with_state, monkeypatch):
     monkeypatch.delenv(fastrnn.backends.ENV_VAR, raising=False)
