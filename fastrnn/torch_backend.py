@@ -191,7 +191,8 @@ def run_cell(module, x: Tensor, states):
         # weights straight from _parameters (Module.__getattr__ is a Python call per weight);
         # a parametrized weight, a plain tensor set by weight-drop code or no bias: by name.
         params = module._parameters
-        w_ih, w_hh, b_ih, b_hh = params.get("weight_ih"), params.get("weight_hh"), params.get("bias_ih"), params.get("bias_hh")
+        w_ih, w_hh = params.get("weight_ih"), params.get("weight_hh")
+        b_ih, b_hh = params.get("bias_ih"), params.get("bias_hh")
         if w_ih is None or w_hh is None or b_ih is None or b_hh is None:
             w_ih, w_hh, b_ih, b_hh = module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh
         if len(states) == 2:  # (torch's lstm_cell returns the tuple (h, c))
