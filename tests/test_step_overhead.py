@@ -56,8 +56,7 @@ def _flat(result):
 
 @pytest.mark.parametrize("with_state", [True, False], ids=["hx", "no-hx"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_batch1_step_makes_no_more_python_calls_than_torch_nn(kind, with_state, monkeypatch):
-    monkeypatch.delenv(fastrnn.backends.ENV_VAR, raising=False)
+def test_a_batch1_step_makes_no_more_python_calls_than_torch_nn(kind, with_state, auto_backend):
     ref, fast, x, hx = _pair(kind)
     args = (x, hx) if with_state else (x,)
     with torch.no_grad():
@@ -86,3 +85,76 @@ def test_the_count_sees_python_calls():
 
     x = torch.ones(1)
     assert python_calls(Helper(), x) == python_calls(Plain(), x) + 3
+
+
+# What the per-step path reads the weights from (``_parameters``, by name for the rest) must
+# still follow every way code changes them between steps.
+
+
+class _Scale(nn.Module):
+    def forward(self, weight):
+        return weight * 0.5
+
+
+def _both(kind, **kwargs):
+    torch.manual_seed(1)
+    ref, fast = getattr(nn, kind)(H, H, **kwargs), getattr(fastrnn, kind)(H, H, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def _same_step(ref, fast, kind):
+    x = torch.randn(1, H)
+    h = torch.randn(1, H)
+    hx = (h, torch.randn_like(h)) if kind == "LSTMCell" else h
+    for got, want in zip(_flat(fast(x, hx)), _flat(ref(x, hx))):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_a_cell_step_follows_changed_weights(kind, auto_backend):
+    """On ``auto`` (the CPU: torch's cell kernel, fastrnn's per-step path) as torch.nn, bit for bit."""
+    from torch.nn.utils import parametrize
+
+    ref, fast = _both(kind)
+    _same_step(ref, fast, kind)
+    # a parameter replaced between steps
+    new = torch.randn_like(ref.weight_ih)
+    ref.weight_ih, fast.weight_ih = nn.Parameter(new.clone()), nn.Parameter(new.clone())
+    _same_step(ref, fast, kind)
+    # weight drop (AWD-LSTM): the parameter removed, a plain tensor under its name
+    dropped = torch.randn_like(ref.weight_hh)
+    for m in (ref, fast):
+        del m._parameters["weight_hh"]
+        m.weight_hh = dropped.clone()
+    _same_step(ref, fast, kind)
+    # a parametrized weight
+    ref, fast = _both(kind)
+    for m in (ref, fast):
+        parametrize.register_parametrization(m, "weight_ih", _Scale())
+    _same_step(ref, fast, kind)
+    # no bias
+    ref, fast = _both(kind, bias=False)
+    _same_step(ref, fast, kind)
+
+
+def test_a_layer_step_checks_the_weight_it_runs(auto_backend):
+    """The input's dtype is checked against the weight the step will run, also after the weight
+    was replaced (the per-step path reads it from ``_parameters``)."""
+    lstm = fastrnn.LSTM(H, H)
+    x = torch.randn(1, 1, H)
+    lstm(x)
+    lstm.weight_ih_l0 = nn.Parameter(lstm.weight_ih_l0.detach().double())
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float32\) does not match weight dtype \(torch.float64\)"):
+        lstm(x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hooks_fire_on_every_step(kind, auto_backend):
+    _, fast, x, hx = _pair(kind)
+    seen = []
+    fast.register_forward_pre_hook(lambda module, args: seen.append("pre"))
+    fast.register_forward_hook(lambda module, args, out: seen.append("post"))
+    for _ in range(3):
+        fast(x, hx)
+    assert seen == ["pre", "post"] * 3
