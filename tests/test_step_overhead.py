@@ -39,10 +39,17 @@ def python_calls(module, *args) -> int:
     return count[0]
 
 
-def _pair(kind):
-    torch.manual_seed(0)
-    ref, fast = getattr(nn, kind)(H, H), getattr(fastrnn, kind)(H, H)
+def _both(kind, **kwargs):
+    """torch.nn's and fastrnn's ``kind`` with the same weights."""
+    torch.manual_seed(1)
+    ref, fast = getattr(nn, kind)(H, H, **kwargs), getattr(fastrnn, kind)(H, H, **kwargs)
     fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def _pair(kind):
+    """_both(kind) with a batch-1 step's input and state."""
+    ref, fast = _both(kind)
     cell = kind.endswith("Cell")
     x = torch.randn(1, H) if cell else torch.randn(1, 1, H)
     h = torch.randn(1, H) if cell else torch.randn(1, 1, H)
@@ -94,13 +101,6 @@ def test_the_count_sees_python_calls():
 class _Scale(nn.Module):
     def forward(self, weight):
         return weight * 0.5
-
-
-def _both(kind, **kwargs):
-    torch.manual_seed(1)
-    ref, fast = getattr(nn, kind)(H, H, **kwargs), getattr(fastrnn, kind)(H, H, **kwargs)
-    fast.load_state_dict(ref.state_dict())
-    return ref, fast
 
 
 def _same_step(ref, fast, kind):
