@@ -26,12 +26,14 @@ activations: the kernel backends' buffers, oneDNN's workspace, the per-step grap
 and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
 for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
 differentiates it. A backend with a training form (``Backend.training``, a
-:class:`fastrnn.fused.TrainingForm`: the fused kernel backends cpu, triton, cuda) records no graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's
-saved activations (a 1-D float32 workspace), from which the backward operator calls the backward
-kernel and the weight GEMMs directly: no nested autograd call. (Not as operator outputs, as
-issue 21 suggested: a workspace whose size only the backend knows is an unbacked size to the
-tracer, and torch 2.11's AOTAutograd then compiles the backward lazily and refuses
-``retain_graph=True`` for every compiled fastrnn model, whatever its backend.) So each layer-direction's forward runs once, on the same backend as eager
+:class:`fastrnn.fused.TrainingForm`: the fused kernel backends cpu, triton, cuda) records no
+graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's saved
+activations (a 1-D float32 workspace), from which the backward operator calls the backward kernel
+and the weight GEMMs directly: no nested autograd call. (Not as operator outputs, as issue 21
+suggested: a workspace whose size only the backend knows is an unbacked size to the tracer, and
+torch 2.11's AOTAutograd then compiles the backward lazily and refuses ``retain_graph=True`` for
+every compiled fastrnn model, whatever its backend.) What a record keeps is never memory the
+operator returns (:func:`_owned_copies`: Inductor reuses a dead output's memory). So each layer-direction's forward runs once, on the same backend as eager
 mode, and the backend is still chosen when the operator runs. A graph lives as long as its handle
 (freed with the autograd graph of the compiled step when no backward comes) and is used once: a
 second backward through a retained graph, or a handle that does not belong to the given inputs,
