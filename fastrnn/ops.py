@@ -19,16 +19,32 @@ Why per layer-direction, not per module: that is the seam every backend implemen
 ONNX's LSTM / GRU / RNN operators express; dropout between layers stays outside, as ordinary
 traced ``F.dropout``, so the operator is deterministic and its backward needs no RNG state.
 
-Autograd: ``fastrnn::rnn_layer_backward`` recomputes the layer with autograd on (the chosen
-backend's own forward and backward) and returns the gradients of every tensor input, so it is
-right for every backend. The price: a compiled or exported training step runs each layer's
-forward twice. The backward operator is not itself differentiable (double backward through it
-raises); double backward works in eager mode, which never uses these operators (:mod:`fastrnn.tracing`).
+Autograd. A compiled training step (torch.compile with autograd recording and an input that
+wants a gradient) records ``fastrnn::rnn_layer_recorded`` instead: its implementation runs the
+chosen backend with autograd on, exactly as eager mode runs it (each backend's own saved
+activations: the kernel backends' buffers, oneDNN's workspace, the per-step graph of torch's GRU),
+and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
+for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
+differentiates it. So each layer-direction's forward runs once, on the same backend as eager
+mode, and the backend is still chosen when the operator runs. A graph lives as long as its handle
+(freed with the autograd graph of the compiled step when no backward comes) and is used once: a
+second backward through a retained graph, or a handle that does not belong to the given inputs,
+recomputes as below (right answers, never another call's graph).
+
+Everywhere else (torch.export, whose programs must run on any machine and process; jit.trace;
+inference) the operator is ``fastrnn::rnn_layer``, whose backward ``fastrnn::rnn_layer_backward``
+recomputes the layer with autograd on (the chosen backend's own forward and backward) and
+returns the gradients of every tensor input: right for every backend, at the price of a second
+forward. The backward operators are not themselves differentiable (double backward through them
+raises; torch.compile refuses double backward anyway); double backward works in eager mode, which
+never uses these operators (:mod:`fastrnn.tracing`).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import itertools
+import weakref
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -36,6 +52,7 @@ from torch import Tensor
 from . import backends, onnx as _onnx
 from .cells import get_cell
 from .layer_checks import check_op_args
+from .tracing import compiling, exporting
 
 def _fresh(outputs, inputs) -> list:
     """Outputs as new tensors: an operator may not return (a view of) an input or another output."""
@@ -91,18 +108,35 @@ def _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, wei
     return x.new_empty((seq_len, batch, h_out)), x.new_empty((batch, h_out)), x.new_empty(c_shape)
 
 
+# Every autograd dispatch key (one per device type, and their aliases) and ADInplaceOrView (views
+# and in-place version counters): the keys an operator's implementation runs below.
+_AUTOGRAD_KEYS = [key for name, key in torch._C.DispatchKey.__members__.items()
+                  if name.startswith("Autograd") or name == "ADInplaceOrView"]
+
+
 def _autograd_enabled_inside_an_op():
     """A guard that lets autograd record inside an operator's implementation.
 
     The dispatcher runs an implementation below the autograd keys (they are in the thread's
-    exclude set), so ``torch.enable_grad()`` alone records nothing there; this lifts only the
-    autograd keys from the exclude set for the recompute in ``rnn_layer_backward``.
+    exclude set), so ``torch.enable_grad()`` alone records nothing there; this lifts the
+    autograd keys of every device from the exclude set, for the graphs that
+    ``rnn_layer_recorded`` keeps and ``rnn_layer_backward`` recomputes.
     """
-    keys = torch._C.DispatchKey
     exclude = torch._C._dispatch_tls_local_exclude_set()
-    for key in (keys.AutogradCPU, keys.AutogradOther, keys.AutogradNestedTensor):
+    for key in _AUTOGRAD_KEYS:
         exclude = exclude.remove(key)
     return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
+def _check_grads(x, h0, c0, grad_out, grad_h, grad_c) -> None:
+    """The output gradients a backward operator is given match the layer's outputs."""
+    expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
+    if c0 is not None:
+        expected["grad_c"] = (grad_c, tuple(c0.shape))
+    for name, (grad, shape) in expected.items():
+        if tuple(grad.shape) != shape or grad.dtype != x.dtype or grad.device != x.device:
+            raise RuntimeError(f"{name} must be a {x.dtype} tensor of shape {shape} on {x.device}, got "
+                               f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
 
 
 @torch.library.custom_op("fastrnn::rnn_layer_backward", mutates_args=())
@@ -127,13 +161,7 @@ def rnn_layer_backward_op(
     recomputing the layer on the chosen backend with autograd on."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     check_op_args(cell, *tensors, lengths, reverse, backend)
-    expected = {"grad_out": (grad_out, (x.shape[0], x.shape[1], h0.shape[1])), "grad_h": (grad_h, tuple(h0.shape))}
-    if c0 is not None:
-        expected["grad_c"] = (grad_c, tuple(c0.shape))
-    for name, (grad, shape) in expected.items():
-        if tuple(grad.shape) != shape or grad.dtype != x.dtype or grad.device != x.device:
-            raise RuntimeError(f"{name} must be a {x.dtype} tensor of shape {shape} on {x.device}, got "
-                               f"{grad.dtype} of shape {tuple(grad.shape)} on {grad.device}")
+    _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
         out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
@@ -189,6 +217,171 @@ def _no_double_backward(ctx, *grads):
 rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+# ------------------------------------------------------------------ compiled training: no recompute
+
+
+class _Recorded(NamedTuple):
+    """A layer-direction's autograd graph, as eager mode would have recorded it."""
+
+    key: tuple  # _call_key of the call it belongs to
+    leaves: list  # detached inputs the graph starts from (None where absent)
+    outputs: list  # out, h_T[, c_T] of the graph
+    wanted: list  # indices into leaves of the inputs whose gradients are wanted
+
+
+# Graphs kept by rnn_layer_recorded until their backward takes them or their handle is freed.
+_RECORDED: Dict[int, _Recorded] = {}
+_HANDLES = itertools.count(1)  # (next() is atomic in CPython: threads get distinct handles)
+
+
+def _call_key(cell, reverse, backend, tensors) -> tuple:
+    """What identifies a call's inputs: the very tensors (memory, layout, dtype, device), so that a
+    graph is never used for other inputs than those it was recorded for."""
+    return (cell, reverse, backend, tuple(None if t is None else (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype,
+                                                                  t.device) for t in tensors))
+
+
+def _wanted_mask(requires_grad: List[bool]) -> List[bool]:
+    if len(requires_grad) != 8:
+        raise RuntimeError(f"requires_grad must give one flag for each of (x, h0, c0, weight_ih, weight_hh, "
+                           f"bias_ih, bias_hh, weight_hr), got {len(requires_grad)} flags")
+    return [bool(flag) for flag in requires_grad]
+
+
+@torch.library.custom_op("fastrnn::rnn_layer_recorded", mutates_args=())
+def rnn_layer_recorded_op(
+    cell: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    weight_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+    backend: str,
+    requires_grad: List[bool],
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
+
+    The chosen backend runs with autograd recording, exactly as in eager mode (its own saved
+    activations: a kernel backend's buffers, oneDNN's workspace, torch's per-step graph), for the
+    inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). The graph stays in
+    this process under ``handle``, an int64 scalar on the CPU, until the backward operator takes
+    it or the handle tensor is freed (a forward whose backward never runs).
+    """
+    check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
+    mask = _wanted_mask(requires_grad)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    with _autograd_enabled_inside_an_op(), torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_(flag) for t, flag in zip(tensors, mask)]
+        out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
+    outputs = [out, h] if c is None else [out, h, c]
+    handle = next(_HANDLES)
+    handle_tensor = torch.tensor(handle, dtype=torch.int64)
+    wanted = [k for k, t in enumerate(leaves) if t is not None and t.requires_grad]
+    if wanted and any(o.requires_grad for o in outputs):
+        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), leaves, outputs,
+                                     wanted)
+        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
+    if c is None:
+        c = x.new_empty((0,))
+    fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
+    return fresh[0], fresh[1], fresh[2], handle_tensor
+
+
+@rnn_layer_recorded_op.register_fake
+def _rnn_layer_recorded_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse,
+                             backend, requires_grad):
+    _wanted_mask(requires_grad)
+    out, h, c = _rnn_layer_fake(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
+                                reverse, backend)
+    return out, h, c, torch.empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastrnn::rnn_layer_recorded_backward", mutates_args=())
+def rnn_layer_recorded_backward_op(
+    handle: Tensor,
+    cell: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    weight_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+    backend: str,
+    requires_grad: List[bool],
+    grad_out: Tensor,
+    grad_h: Tensor,
+    grad_c: Tensor,
+) -> List[Tensor]:
+    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from the graph
+    ``rnn_layer_recorded`` kept under ``handle`` (taken: a graph is used once, as eager mode frees
+    it). Without that graph (a second backward through a retained graph, a handle from another
+    call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    mask = _wanted_mask(requires_grad)
+    if handle.dtype != torch.int64 or handle.numel() != 1 or handle.device.type != "cpu":
+        raise RuntimeError(f"handle must be the int64 CPU scalar rnn_layer_recorded returned, got a "
+                           f"{handle.dtype} tensor of shape {tuple(handle.shape)} on {handle.device}")
+    recorded = _RECORDED.pop(int(handle), None)
+    expected = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
+    if recorded is None or recorded.key != _call_key(cell, reverse, backend, (*tensors, lengths)) or recorded.wanted != expected:
+        # (rnn_layer_backward checks every argument; a recorded call's were checked when it ran)
+        grads = rnn_layer_backward_op(cell, *tensors, lengths, reverse, backend, grad_out, grad_h, grad_c)
+        return _fresh([g if k in expected else x.new_empty((0,)) for k, g in enumerate(grads)],
+                      (*tensors, lengths, grad_out, grad_h, grad_c))
+    _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
+    outputs, grads = recorded.outputs, [grad_out, grad_h, grad_c][: len(recorded.outputs)]
+    with _autograd_enabled_inside_an_op(), torch.enable_grad():
+        found = torch.autograd.grad(outputs, [recorded.leaves[k] for k in expected], grads, allow_unused=True)
+    result = [x.new_empty((0,)) for _ in tensors]
+    for k, g in zip(expected, found):
+        result[k] = torch.zeros_like(tensors[k]) if g is None else g.detach()
+    return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
+
+
+@rnn_layer_recorded_backward_op.register_fake
+def _rnn_layer_recorded_backward_fake(handle, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                      lengths, reverse, backend, requires_grad, grad_out, grad_h, grad_c):
+    mask = _wanted_mask(requires_grad)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    return [torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and mask[k]
+            else x.new_empty((0,)) for k, t in enumerate(tensors)]
+
+
+def _recorded_setup_context(ctx, inputs, output):
+    cell, *tensors, lengths, reverse, backend, requires_grad = inputs
+    ctx.cell, ctx.reverse, ctx.backend, ctx.flags = cell, reverse, backend, requires_grad
+    ctx.save_for_backward(*tensors, lengths, output[3])
+
+
+def _recorded_backward(ctx, grad_out, grad_h, grad_c, grad_handle):
+    *tensors, lengths, handle = ctx.saved_tensors
+    grads = rnn_layer_recorded_backward_op(handle, ctx.cell, *tensors, lengths, ctx.reverse, ctx.backend,
+                                           ctx.flags, grad_out, grad_h, grad_c)
+    grads = [g if t is not None and flag else None for t, g, flag in zip(tensors, grads, ctx.flags)]
+    return (None, *grads, None, None, None, None)
+
+
+rnn_layer_recorded_op.register_autograd(_recorded_backward, setup_context=_recorded_setup_context)
+rnn_layer_recorded_backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def _records_training(tensors) -> bool:
+    """Whether a traced call is part of a compiled training step: under torch.compile (not
+    torch.export, whose programs must run anywhere: they keep the recompute), with autograd
+    recording and an input that wants a gradient."""
+    return (torch.is_grad_enabled() and not exporting()
+            and any(t is not None and t.requires_grad for t in tensors))
+
+
 _onnx.register_legacy_symbolic()  # torch.onnx.export(dynamo=False) of fastrnn::rnn_layer
 
 
@@ -198,6 +391,10 @@ def rnn_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
     if _onnx.exporting():
         return _onnx.symbolic_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
                                     reverse)
-    out, h, c = rnn_layer_op(cell.name, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths,
-                             reverse, backend)
+    tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    if compiling() and _records_training(tensors):
+        flags = [t is not None and t.requires_grad for t in tensors]
+        out, h, c, _ = rnn_layer_recorded_op(cell.name, *tensors, lengths, reverse, backend, flags)
+    else:
+        out, h, c = rnn_layer_op(cell.name, *tensors, lengths, reverse, backend)
     return out, h, (c if cell.has_cell_state else None)

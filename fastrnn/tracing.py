@@ -28,3 +28,10 @@ def tracing() -> bool:
 #: True under TorchDynamo: ``torch.compile``, ``torch.export``, the dynamo ONNX exporter. torch's
 #: function itself, not a wrapper: every eager cell step asks, and a call is a few percent of it.
 compiling = torch.compiler.is_compiling
+
+
+def exporting() -> bool:
+    """True while ``torch.export`` traces (a program that must run in another process or on
+    another machine). Reads the flag ``torch.compiler.is_exporting()`` returns, because TorchDynamo
+    in torch 2.11 folds that call itself to True under torch.compile as well."""
+    return bool(getattr(torch.compiler, "_is_exporting_flag", False))

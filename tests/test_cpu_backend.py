@@ -280,6 +280,30 @@ def test_weight_cache_follows_in_place_changes():
             model.weight_hh_l0.mul_(-1.5)  # in place: the cached packing must not be served
 
 
+def test_weight_cache_serves_detached_aliases_and_follows_their_changes(monkeypatch):
+    """A compiled training step runs layers on detached aliases of the weights (fastrnn/ops.py): the
+    cache serves them the weight's packing, and an in-place change through an alias, or the
+    weight moved to other memory (``.data =``), is never served the old one."""
+    from fastrnn.cpu import weights as cpu_weights
+
+    packs = []
+    pack = cpu_weights.pack
+    monkeypatch.setattr(cpu_weights, "pack", lambda *args: packs.append(1) or pack(*args))
+    cpu_weights.clear_cache()
+    w = torch.randn(12, 4, requires_grad=True)
+    first = cpu_weights.packed(w, 3, 4, "forward")
+    assert cpu_weights.packed(w.detach(), 3, 4, "forward") is first and len(packs) == 1
+    alias = w.detach()
+    alias.mul_(2)  # shares w's version counter
+    again = cpu_weights.packed(w.detach(), 3, 4, "forward")
+    assert len(packs) == 2 and torch.equal(again, pack(w, 3, 4, "forward"))
+    old = w.detach().clone()
+    w.data = torch.randn(12, 4)  # new memory, old storage freed
+    moved = cpu_weights.packed(w.detach(), 3, 4, "forward")
+    assert torch.equal(moved, pack(w, 3, 4, "forward")) and not torch.equal(moved, pack(old, 3, 4, "forward"))
+    cpu_weights.clear_cache()
+
+
 def test_double_backward_matches_reference():
     cell = CELLS["gru"]
     inputs = make_layer_inputs(cell, 4, 3, 5, 8, "cpu")

@@ -9,7 +9,7 @@ With W floats per vector and P = ceil(H / W) panels of W hidden units (units pas
 
 Packing reads all of W_hh, so it is done once per weight and kept: the cache holds a weak
 reference to the weight and its version counter (bumped by every in-place change, an optimizer
-step included), so a changed or freed weight is never served a stale packing.
+step included), so a changed or freed weight is never served a stale packing (see :func:`packed`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_CACHE: Dict[Tuple[int, str, int], tuple] = {}
+_CACHE: Dict[Tuple[int, int, str, int], tuple] = {}
 _CACHE_LIMIT = 64
 
 
@@ -39,15 +39,25 @@ def pack(w_hh: Tensor, gates: int, width: int, kind: str) -> Tensor:
 
 
 def packed(w_hh: Tensor, gates: int, width: int, kind: str) -> Tensor:
-    """:func:`pack`, from the cache when ``w_hh`` has not changed since it was packed."""
+    """:func:`pack`, from the cache when ``w_hh``'s memory has not changed since it was packed.
+
+    The cache is keyed by the memory (storage, offset) and serves ``w_hh`` itself and its
+    detached aliases (``w.detach()`` shares the storage and the version counter: a compiled
+    training step runs the layer on such aliases, fastrnn/ops.py). An entry is valid while the
+    tensor it was packed from is alive and still on that memory, and the version counter has not
+    moved: a freed weight's memory reused by another tensor is never served its packing.
+    """
     if w_hh.is_inference() or torch.compiler.is_compiling():  # no version counter to trust
         return pack(w_hh, gates, width, kind)
-    key = (id(w_hh), kind, width)
-    version, ptr = w_hh._version, w_hh.data_ptr()
+    storage = w_hh.untyped_storage()._cdata
+    key = (storage, w_hh.storage_offset(), kind, width)
+    version, ptr, layout = w_hh._version, w_hh.data_ptr(), (w_hh.shape, w_hh.stride())
     entry = _CACHE.get(key)
     if entry is not None:
-        ref, v, p, shape, result = entry
-        if ref() is w_hh and v == version and p == ptr and shape == w_hh.shape:
+        ref, v, p, lay, result = entry
+        source = ref()
+        if (source is not None and v == version and p == ptr and lay == layout
+                and source.data_ptr() == ptr and source.untyped_storage()._cdata == storage):
             return result
     result = pack(w_hh, gates, width, kind)
     if len(_CACHE) >= _CACHE_LIMIT:
@@ -55,7 +65,7 @@ def packed(w_hh: Tensor, gates: int, width: int, kind: str) -> Tensor:
             del _CACHE[k]
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-    _CACHE[key] = (weakref.ref(w_hh), version, ptr, w_hh.shape, result)
+    _CACHE[key] = (weakref.ref(w_hh), version, ptr, layout, result)
     return result
 
 
