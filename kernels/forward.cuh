@@ -169,6 +169,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
     if (Cell::kHasCellState) r_c = to_float(a.c0[off]);
     r_len = a.lengths[rbl];
   }
+  // The next step's gx prefetch (before each grid.sync below): rows b*G + g of nu units each,
+  // the same pattern every step at a base that moves by B*G*H elements; where that is a whole
+  // number of 32-byte sectors and the hints fit one per thread (the target shape: 64 rows x 2
+  // sectors on 256 threads), each thread's hint offset is computed once here.
+  const int64_t pf_sectors = (nu * static_cast<int64_t>(sizeof(T)) + 31) / 32 + 1;
+  const bool pf_once = (B * G * H * static_cast<int64_t>(sizeof(T))) % 32 == 0 && B * G * pf_sectors <= threads;
+  const int64_t pf_off = pf_once ? prefetch_offset_l2(a.gx + u0, B * G, H * sizeof(T), nu * sizeof(T)) : -1;
   grid.sync();
 
   for (int k = 0; k < TT; ++k) {
@@ -211,7 +218,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
       // Next step's gx of this block's units (HBM latency hidden behind the barrier).
       const int64_t t_next = a.reverse ? t - 1 : t + 1;  // 64-bit: scales an offset
       if (!(a.variant & kVariantNoPrefetch)) {
-        prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
+        const T* next = a.gx + t_next * B * G * H + u0;
+        if (pf_once) {
+          if (pf_off >= 0) prefetch_l2(reinterpret_cast<const char*>(next) + pf_off);
+        } else {
+          prefetch_rows_l2(next, B * G, H * sizeof(T), nu * sizeof(T));
+        }
       }
       grid.sync();  // h_t complete in every block before anyone reads it
     }
