@@ -57,14 +57,15 @@ __device__ __forceinline__ void prefetch_rows_l2(const void* base, int64_t rows,
 // 32-byte sectors (then each row's offset into its first sector, and so the sectors it touches,
 // are the same every step) and whose rows x sectors fit one per thread: computed once before the
 // time loop, so a step spends one add and the hint instead of a division and the address
-// arithmetic (~70 SASS instructions per hint, before the grid barrier). -1: no hint for this
-// thread.
+// arithmetic (~70 SASS instructions per hint, before the grid barrier). No hint for this
+// thread: kNoPrefetch (an offset may be negative: a row's first sector can start before base).
+constexpr int64_t kNoPrefetch = INT64_MIN;
 __device__ __forceinline__ int64_t prefetch_offset_l2(const void* base, int64_t rows, int64_t stride, int64_t span) {
   const int64_t sectors = (span + 31) / 32 + 1, i = threadIdx.x;  // as prefetch_rows_l2
-  if (i >= rows * sectors) return -1;
+  if (i >= rows * sectors) return kNoPrefetch;
   const char* row = static_cast<const char*>(base) + (i / sectors) * stride;
   const int64_t into = static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) & 31), s = i % sectors;
-  if (s >= sectors_touched(into, span)) return -1;
+  if (s >= sectors_touched(into, span)) return kNoPrefetch;
   return (row - static_cast<const char*>(base)) - into + s * 32;
 }
 

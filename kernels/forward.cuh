@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
   // sectors on 256 threads), each thread's hint offset is computed once here.
   const int64_t pf_sectors = (nu * static_cast<int64_t>(sizeof(T)) + 31) / 32 + 1;
   const bool pf_once = (B * G * H * static_cast<int64_t>(sizeof(T))) % 32 == 0 && B * G * pf_sectors <= threads;
-  const int64_t pf_off = pf_once ? prefetch_offset_l2(a.gx + u0, B * G, H * sizeof(T), nu * sizeof(T)) : -1;
+  const int64_t pf_off = pf_once ? prefetch_offset_l2(a.gx + u0, B * G, H * sizeof(T), nu * sizeof(T)) : kNoPrefetch;
   grid.sync();
 
   for (int k = 0; k < TT; ++k) {
@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
       if (!(a.variant & kVariantNoPrefetch)) {
         const T* next = a.gx + t_next * B * G * H + u0;
         if (pf_once) {
-          if (pf_off >= 0) prefetch_l2(reinterpret_cast<const char*>(next) + pf_off);
+          if (pf_off != kNoPrefetch) prefetch_l2(reinterpret_cast<const char*>(next) + pf_off);
         } else {
           prefetch_rows_l2(next, B * G, H * sizeof(T), nu * sizeof(T));
         }

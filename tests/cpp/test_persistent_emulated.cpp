@@ -219,7 +219,7 @@ void check_prefetch_tails() {
       fastrnn_emu::prefetch_log = &once;
       fastrnn_emu::launch([](Args a) {
         const int64_t off = fastrnn::prefetch_offset_l2(a.base, a.rows, a.stride, a.span);
-        if (off >= 0) fastrnn::prefetch_l2(a.base + 1024 + off);
+        if (off != fastrnn::kNoPrefetch) fastrnn::prefetch_l2(a.base + 1024 + off);
       }, 1, 64, 0, args);
       fastrnn_emu::prefetch_log = nullptr;
       std::vector<uintptr_t> want, got;
