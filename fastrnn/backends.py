@@ -145,18 +145,21 @@ class Backend:
             return self.auto(problem)
         return None if self.auto else "not yet verified on real hardware; only run when named"
 
+    # (Each forward asks: a registered function is returned without a call of resolve.)
     def layer_runner(self) -> Callable:
         """``run_layer`` as a function."""
-        return resolve(self.run_layer)
+        run_layer = self.run_layer
+        return run_layer if not isinstance(run_layer, str) else resolve(run_layer)
 
     def module_runner(self) -> Callable:
         """``run_module`` as a function."""
-        return resolve(self.run_module)
+        run_module = self.run_module
+        return run_module if not isinstance(run_module, str) else resolve(run_module)
 
     def cell_runner(self) -> Optional[Callable]:
         """``run_cell`` as a function, or None (a cell step runs as a one-step layer)."""
         run_cell = self.run_cell
-        return run_cell if not isinstance(run_cell, str) else resolve(run_cell)  # (per step: no call)
+        return run_cell if not isinstance(run_cell, str) else resolve(run_cell)
 
 
 _REGISTRY: Dict[str, Backend] = {}
