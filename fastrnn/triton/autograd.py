@@ -101,8 +101,9 @@ def forward_pass(cell: Cell, reverse: bool, lengths: Tensor, x, h0, c0, w_ih, w_
     h_t = _empty(batch, hidden, like=h0_c)
     c_t = _empty(batch, hidden, like=h0_c) if cell.has_cell_state else h_t
     saved = _empty(seq_len, batch, NUM_SAVED[cell.kernel_id] * hidden, like=x, dtype=torch.float32)
-    plan = make_plan(batch, hidden, cell.num_gates, x.dtype, x.device)
-    consts = _constants(cell, hidden, reverse, plan, x.dtype)
+    plan = make_plan(batch, hidden, cell.num_gates, x.dtype, x.device, fma=_dot_precision(x.dtype) == "ieee")
+    # The forward's own shape (launch.kernel_shape): its warps and K chunks of an fp32 FMA dot.
+    consts = dict(_constants(cell, hidden, reverse, plan, x.dtype), num_warps=plan.forward_warps, FMA_KS=plan.fma_ks)
     with _device_guard(x):  # Triton launches on the current CUDA device
         if not plan.large_h:
             recurrent_forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
