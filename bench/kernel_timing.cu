@@ -189,8 +189,9 @@ void time_shape(const char* name, int64_t T, int64_t B, int64_t H, int max_block
       {"no_prefetch", fastrnn::kVariantNoPrefetch},
       {"no_staging", fastrnn::kVariantSkipStaging},
       {"no_product", fastrnn::kVariantSkipProduct},
+      {"block_staging", fastrnn::kVariantBlockStaging},
   };
-  const int n_variants = all_variants ? 4 : 1;
+  const int n_variants = all_variants ? 5 : 1;
   for (int v = 0; v < n_variants; ++v) {
     const uint32_t flags = variants[v].second;
     const float ms = median_ms([&](int i) {

@@ -127,6 +127,11 @@ class Backend:
     ``run_layer``, ``run_module`` and ``run_cell`` are functions or ``"module:function"``
     strings, imported when first used (:func:`resolve`): kernel backends name their autograd
     entry point so that registering them imports no kernel.
+
+    ``training``, when set (an object or a ``"module:attribute"`` string), is the backend's
+    training form for compiled training (:mod:`fastrnn.ops`), a :class:`fastrnn.fused.TrainingForm`:
+    its kernel forward returning what its backward needs, and that backward, called directly.
+    Without one, a compiled training step keeps the backend's autograd graph instead.
     """
 
     name: str
@@ -138,6 +143,7 @@ class Backend:
     run_module: Union[str, Callable] = GENERIC_STACK
     run_cell: Union[str, Callable, None] = None
     note: Callable[[LayerProblem], Optional[str]] = lambda problem: None
+    training: Union[str, object, None] = None
 
     def not_auto(self, problem: LayerProblem) -> Optional[str]:
         """Why ``auto`` may not pick this backend for ``problem`` (None: it may)."""
@@ -145,18 +151,21 @@ class Backend:
             return self.auto(problem)
         return None if self.auto else "not yet verified on real hardware; only run when named"
 
+    # (Each forward asks: a registered function is returned without a call of resolve.)
     def layer_runner(self) -> Callable:
         """``run_layer`` as a function."""
-        return resolve(self.run_layer)
+        run_layer = self.run_layer
+        return run_layer if not isinstance(run_layer, str) else resolve(run_layer)
 
     def module_runner(self) -> Callable:
         """``run_module`` as a function."""
-        return resolve(self.run_module)
+        run_module = self.run_module
+        return run_module if not isinstance(run_module, str) else resolve(run_module)
 
     def cell_runner(self) -> Optional[Callable]:
         """``run_cell`` as a function, or None (a cell step runs as a one-step layer)."""
         run_cell = self.run_cell
-        return run_cell if not isinstance(run_cell, str) else resolve(run_cell)  # (per step: no call)
+        return run_cell if not isinstance(run_cell, str) else resolve(run_cell)
 
 
 _REGISTRY: Dict[str, Backend] = {}

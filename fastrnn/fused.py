@@ -21,7 +21,7 @@ the reference builds their graph, so gradients come out as zeros, not None).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,20 +44,63 @@ def run_layer(function, backend_name: str, cell, x, h0, c0, weight_ih, weight_hh
     w_ih, w_hh, b_ih, b_hh) and returns (out, h_T[, c_T])."""
     if weight_hr is not None:  # the backends' unsupported() rejects this before we get here
         raise NotImplementedError(f"the {backend_name} backend does not implement proj_size > 0")
-    seq_len, batch, _ = x.shape
-    if seq_len == 0 or batch == 0 or weight_hh.shape[0] == 0:
+    if x.shape[0] == 0 or x.shape[1] == 0 or weight_hh.shape[0] == 0:
         # Nothing for a kernel to compute, but the result must still be part of the graph
         # (zero gradients for the weights and states, as torch.nn gives): the reference's
         # graph of an empty problem is exactly that.
         from .reference import reference_layer
 
         return reference_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, None, lengths, reverse)
-    if lengths is None:
-        lengths = torch.full((batch,), seq_len, dtype=torch.int32, device=x.device)
-    else:
-        lengths = lengths.to(device=x.device, dtype=torch.int32).clamp(0, seq_len).contiguous()
+    lengths = kernel_lengths(lengths, x)
     res = function.apply(cell.name, reverse, lengths, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
     return (res[0], res[1], res[2] if cell.has_cell_state else None)
+
+
+def kernel_lengths(lengths: Optional[Tensor], x: Tensor) -> Tensor:
+    """The (B,) int32 lengths the kernels read, clamped to [0, T] (all T without lengths)."""
+    seq_len, batch = x.shape[0], x.shape[1]
+    if lengths is None:
+        return torch.full((batch,), seq_len, dtype=torch.int32, device=x.device)
+    return lengths.to(device=x.device, dtype=torch.int32).clamp(0, seq_len).contiguous()
+
+
+class TrainingForm(NamedTuple):
+    """A fused backend's training form for compiled training (:mod:`fastrnn.ops`): its kernel
+    forward and backward called directly, no autograd graph in between.
+
+    ``forward_pass(cell, reverse, int32 lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` returns
+    (out, h_T, c_T, saved); ``backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, int32
+    lengths, out, saved)`` returns (dgx, dgh_n, dh0, dc0), ``saved`` shaped (T, B, -1) as the
+    forward made it. The GEMMs around them are this module's."""
+
+    forward_pass: Callable
+    backward_pass: Callable
+
+    def unsupported(self, problem) -> Optional[str]:
+        """Why the form cannot run ``problem`` (None: it can). An empty problem has no kernel work
+        (:func:`run_layer` builds the reference's graph for it): the caller records that graph."""
+        if problem.seq_len == 0 or problem.batch_size == 0 or problem.hidden_size == 0:
+            return "an empty problem has no kernel work"
+        return None
+
+    def forward(self, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+        """-> (out, h_T, c_T or None, workspace): ``workspace`` (1-D float32) is the kernel's saved
+        activations, what :meth:`backward` needs beyond the inputs and ``out``."""
+        out, h_t, c_t, saved = self.forward_pass(cell, reverse, kernel_lengths(lengths, x), x, h0, c0, w_ih, w_hh,
+                                                 b_ih, b_hh)
+        return out, h_t, (c_t if cell.has_cell_state else None), saved.reshape(-1)
+
+    def backward(self, cell, inputs, lengths, reverse, out, workspace, dout, dh_t, dc_t, needs):
+        """Gradients of ``inputs`` = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) (None for an absent input
+        or one whose flag in ``needs`` is off) from what :meth:`forward` returned."""
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
+        lengths = kernel_lengths(lengths, x)
+        saved = workspace.view(x.shape[0], x.shape[1], -1)
+        dgx, dghn, dh0, dc0 = self.backward_pass(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+            (needs[0], *needs[3:7]), not cell.sums_preactivations, b_ih is not None, dgx, dghn, x, w_ih, out, h0,
+            lengths, reverse)
+        return dx, dh0, (dc0 if cell.has_cell_state else None), dw_ih, dw_hh, db_ih, db_hh
 
 
 def input_projection(is_gru: bool, x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor],

@@ -25,7 +25,15 @@ chosen backend with autograd on, exactly as eager mode runs it (each backend's o
 activations: the kernel backends' buffers, oneDNN's workspace, the per-step graph of torch's GRU),
 and keeps that graph in this process under a handle, an extra int64 output that AOTAutograd saves
 for the backward; ``fastrnn::rnn_layer_recorded_backward`` takes the graph by its handle and
-differentiates it. So each layer-direction's forward runs once, on the same backend as eager
+differentiates it. A backend with a training form (``Backend.training``, a
+:class:`fastrnn.fused.TrainingForm`: the fused kernel backends cpu, triton, cuda) records no
+graph: its forward kernel runs directly and the record keeps ``out`` and the kernel's saved
+activations (a 1-D float32 workspace), from which the backward operator calls the backward kernel
+and the weight GEMMs directly: no nested autograd call. (Not as operator outputs, as issue 21
+suggested: a workspace whose size only the backend knows is an unbacked size to the tracer, and
+torch 2.11's AOTAutograd then compiles the backward lazily and refuses ``retain_graph=True`` for
+every compiled fastrnn model, whatever its backend.) What a record keeps is never memory the
+operator returns (:func:`_owned_copies`: Inductor reuses a dead output's memory). So each layer-direction's forward runs once, on the same backend as eager
 mode, and the backend is still chosen when the operator runs. A graph lives as long as its handle
 (freed with the autograd graph of the compiled step when no backward comes) and is used once: a
 second backward through a retained graph, or a handle that does not belong to the given inputs,
@@ -221,12 +229,15 @@ rnn_layer_backward_op.register_autograd(_no_double_backward, setup_context=lambd
 
 
 class _Recorded(NamedTuple):
-    """A layer-direction's autograd graph, as eager mode would have recorded it."""
+    """A layer-direction's autograd graph, as eager mode would have recorded it; or, for a backend
+    with a training form (``trained``: its name), what that backend's backward needs: the call's
+    ``out`` and the ``workspace`` its forward saved, and no graph."""
 
     key: tuple  # _call_key of the call it belongs to
-    leaves: list  # detached inputs the graph starts from (None where absent)
-    outputs: list  # out, h_T[, c_T] of the graph
+    leaves: Optional[list]  # detached inputs the graph starts from (None where absent)
+    outputs: Optional[list]  # out, h_T[, c_T] of the graph; for a training form, [out, workspace]
     wanted: list  # indices into leaves of the inputs whose gradients are wanted
+    trained: Optional[str] = None  # the backend whose training form ran (then leaves is None)
 
 
 # Graphs kept by rnn_layer_recorded until their backward takes them or their handle is freed.
@@ -266,15 +277,20 @@ def rnn_layer_recorded_op(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``rnn_layer`` for a compiled training step: (out, h_T, c_T, handle).
 
-    The chosen backend runs with autograd recording, exactly as in eager mode (its own saved
-    activations: a kernel backend's buffers, oneDNN's workspace, torch's per-step graph), for the
-    inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). The graph stays in
-    this process under ``handle``, an int64 scalar on the CPU, until the backward operator takes
-    it or the handle tensor is freed (a forward whose backward never runs).
+    A chosen backend with a training form (``Backend.training``: the fused kernel backends)
+    runs it: no autograd graph; what its backward needs beyond the inputs and outputs (its
+    kernel's saved activations) is kept. Any other backend runs with autograd recording, exactly
+    as in eager mode (its own saved activations: oneDNN's workspace, torch's per-step graph), for
+    the inputs ``requires_grad`` flags (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), and its graph is
+    kept. Either stays in this process under ``handle``, an int64 scalar on the CPU, until the
+    backward operator takes it or the handle tensor is freed (a forward whose backward never runs).
     """
     check_op_args(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse, backend)
     mask = _wanted_mask(requires_grad)
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    trained = _training_form(get_cell(cell), tensors, lengths, backend)
+    if trained is not None:
+        return _run_training_form(*trained, cell, tensors, lengths, reverse, backend, mask)
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_(flag) for t, flag in zip(tensors, mask)]
         out, h, c = backends.run_layer(get_cell(cell), *leaves, lengths, reverse, backend)
@@ -288,8 +304,45 @@ def rnn_layer_recorded_op(
         weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
     if c is None:
         c = x.new_empty((0,))
-    fresh = _fresh([t.detach() for t in (out, h, c)], (*tensors, lengths))
+    fresh = _owned_copies((out, h, c)) if handle in _RECORDED else _fresh([out, h, c], (*tensors, lengths))
     return fresh[0], fresh[1], fresh[2], handle_tensor
+
+
+def _owned_copies(tensors) -> list:
+    """Copies of the outputs a kept record may hold (a graph's saved tensors, a training form's
+    ``out``): Inductor treats an operator's outputs as its own buffers and reuses the memory of one
+    the graph no longer reads for a later result, which would overwrite what the backward reads."""
+    return [t.detach().clone(memory_format=torch.contiguous_format) for t in tensors]
+
+
+def _training_form(cell, tensors, lengths, backend: str):
+    """(the backend ``backend`` selects for this layer, its training form) when it has one that
+    runs this problem, else None."""
+    x, weight_hh, bias_ih, weight_hr = tensors[0], tensors[4], tensors[5], tensors[7]
+    problem = backends.layer_problem(cell, x, weight_hh, weight_hr, bias_ih is not None, lengths is not None)
+    chosen = backends.choose(problem, backend)
+    form = backends.resolve(chosen.training)
+    if form is None or form.unsupported(problem) is not None:
+        return None
+    return chosen, form
+
+
+def _run_training_form(chosen: backends.Backend, form, cell: str, tensors, lengths, reverse: bool, backend: str,
+                       mask: List[bool]):
+    """rnn_layer_recorded's outputs from ``chosen``'s training form ``form`` (see there)."""
+    out, h, c, workspace = form.forward(get_cell(cell), *tensors[:7], lengths, reverse)
+    handle = next(_HANDLES)
+    handle_tensor = torch.tensor(handle, dtype=torch.int64)
+    wanted = [k for k, t in enumerate(tensors) if t is not None and mask[k]]
+    if c is None:
+        c = tensors[0].new_empty((0,))
+    out, h, c = _fresh([out, h, c], (*tensors, lengths))
+    if wanted:
+        _RECORDED[handle] = _Recorded(_call_key(cell, reverse, backend, (*tensors, lengths)), None, [out, workspace],
+                                     wanted, chosen.name)
+        weakref.finalize(handle_tensor, _RECORDED.pop, handle, None)
+        (out,) = _owned_copies((out,))  # the record keeps the kernel's own out
+    return out, h, c, handle_tensor
 
 
 @rnn_layer_recorded_op.register_fake
@@ -321,10 +374,11 @@ def rnn_layer_recorded_backward_op(
     grad_h: Tensor,
     grad_c: Tensor,
 ) -> List[Tensor]:
-    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from the graph
-    ``rnn_layer_recorded`` kept under ``handle`` (taken: a graph is used once, as eager mode frees
-    it). Without that graph (a second backward through a retained graph, a handle from another
-    call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
+    """Gradients of the inputs flagged in ``requires_grad`` (empty for the others), from what
+    ``rnn_layer_recorded`` kept under ``handle`` (taken: it is used once, as eager mode frees a
+    graph): its graph, or, for a backend's training form, that backend's backward from the saved
+    activations. Without a record (a second backward through a retained graph, a
+    handle from another call or process), by recomputing the layer as ``rnn_layer_backward`` does."""
     tensors = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     mask = _wanted_mask(requires_grad)
     if handle.dtype != torch.int64 or handle.numel() != 1 or handle.device.type != "cpu":
@@ -338,6 +392,8 @@ def rnn_layer_recorded_backward_op(
         return _fresh([g if k in expected else x.new_empty((0,)) for k, g in enumerate(grads)],
                       (*tensors, lengths, grad_out, grad_h, grad_c))
     _check_grads(x, h0, c0, grad_out, grad_h, grad_c)
+    if recorded.trained is not None:
+        return _training_form_backward(recorded, cell, tensors, lengths, reverse, grad_out, grad_h, grad_c)
     outputs, grads = recorded.outputs, [grad_out, grad_h, grad_c][: len(recorded.outputs)]
     with _autograd_enabled_inside_an_op(), torch.enable_grad():
         found = torch.autograd.grad(outputs, [recorded.leaves[k] for k in expected], grads, allow_unused=True)
@@ -345,6 +401,25 @@ def rnn_layer_recorded_backward_op(
     for k, g in zip(expected, found):
         result[k] = torch.zeros_like(tensors[k]) if g is None else g.detach()
     return _fresh(result, (*tensors, lengths, grad_out, grad_h, grad_c))
+
+
+def _training_form_backward(recorded: _Recorded, cell: str, tensors, lengths, reverse: bool, grad_out, grad_h,
+                            grad_c) -> List[Tensor]:
+    """The recorded backend's training-form backward from the call's ``out`` and ``workspace``
+    (kept with the record: as operator outputs, a workspace of a size only the backend knows is an
+    unbacked size, with which torch 2.11's AOTAutograd compiles the backward lazily and then
+    refuses ``retain_graph=True``)."""
+    x = tensors[0]
+    out, workspace = recorded.outputs
+    cell_ = get_cell(cell)
+    needs = [k in recorded.wanted for k in range(7)]
+    found = backends.resolve(backends.get_backend(recorded.trained).training).backward(
+        cell_, tensors[:7], lengths, reverse, out, workspace, grad_out, grad_h, grad_c if cell_.has_cell_state else None,
+        needs)
+    result = [x.new_empty((0,)) for _ in tensors]
+    for k in recorded.wanted:
+        result[k] = found[k].detach()
+    return _fresh(result, (*tensors, lengths, out, workspace, grad_out, grad_h, grad_c))
 
 
 @rnn_layer_recorded_backward_op.register_fake

@@ -136,14 +136,16 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
         h0 = h0.index_select(1, input.sorted_indices)
         c0 = c0.index_select(1, input.sorted_indices) if c0 is not None else None
     weights = module._flat_weights
-    lstm = module.cell.has_cell_state
+    cell = module.cell
+    lstm = cell.has_cell_state
 
     dtype = autocast_dtype(data) if torch._C._is_any_autocast_enabled() else None
     if dtype is not None:  # fastrnn's autocast rule: the whole layer in the autocast dtype
         data, h0, c0 = cast(data, dtype), cast(h0, dtype), cast(c0, dtype)
         weights = [cast(w, dtype) for w in weights]
     train = module.training
-    if data.device.type in CUDNN_DEVICE_TYPES:
+    # (the CPU first, without device.type, which builds a string: a few percent of a batch-1 step)
+    if (not data.is_cpu or "cpu" in CUDNN_DEVICE_TYPES) and data.device.type in CUDNN_DEVICE_TYPES:
         tensors, train = _cudnn_inputs([data, h0, c0] + weights, train)
         data, h0, c0, weights = tensors[0], tensors[1], tensors[2], tensors[3:]
     dropout = module.dropout if module.training else 0.0
@@ -151,7 +153,7 @@ def run_module(module, input, hx, batched: bool, run_layer=None):
     if not batched:
         data = data.unsqueeze(0 if module.batch_first else 1)
 
-    fn = _STACK[module.cell.mode]
+    fn = _STACK[cell.mode]
     if packed:
         args = (data, input.batch_sizes, hidden, weights, module.bias, module.num_layers, dropout,
                 train, module.bidirectional)
@@ -185,12 +187,17 @@ def run_cell(module, x: Tensor, states):
     """
     if x.is_cpu and "cpu" not in CUDNN_DEVICE_TYPES and not torch._C._is_any_autocast_enabled():
         # The common step, as torch.nn's cells make it: one call, nothing else (a batch-1 step
-        # is a few microseconds, and each line of Python here is a few percent of it).
+        # is a few microseconds, and each line of Python here is a few percent of it). The
+        # weights straight from _parameters (Module.__getattr__ is a Python call per weight);
+        # a parametrized weight, a plain tensor set by weight-drop code or no bias: by name.
+        params = module._parameters
+        w_ih, w_hh = params.get("weight_ih"), params.get("weight_hh")
+        b_ih, b_hh = params.get("bias_ih"), params.get("bias_hh")
+        if w_ih is None or w_hh is None or b_ih is None or b_hh is None:
+            w_ih, w_hh, b_ih, b_hh = module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh
         if len(states) == 2:  # (torch's lstm_cell returns the tuple (h, c))
-            return _CELL[module.mode](x, states, module.weight_ih, module.weight_hh, module.bias_ih,
-                                      module.bias_hh)
-        return (_CELL[module.mode](x, states[0], module.weight_ih, module.weight_hh, module.bias_ih,
-                                   module.bias_hh),)
+            return _CELL[module.mode](x, states, w_ih, w_hh, b_ih, b_hh)
+        return (_CELL[module.mode](x, states[0], w_ih, w_hh, b_ih, b_hh),)
     cell = module.cell
     tensors = [x, *states, module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh]
     dtype = autocast_dtype(x)

@@ -11,7 +11,9 @@
 //   bf16 / fp16: mma.m16n8k16 on tensor cores, fp32 accumulation.
 //   fp32 with tf32 = true (torch's matmul TF32 flag): two mma.m16n8k8.tf32 per k-tile.
 //   fp32 otherwise: FMA on the CUDA cores (full fp32).
-// Callers __syncthreads() between staging B, block_product() and reading the partials.
+// Callers __syncthreads() between staging B, block_product() and reading the partials (or, with
+// stage_own_k_tiles, only between block_product() and reading the partials: a warp reads only
+// the k-tiles of B it staged itself).
 #pragma once
 
 #include <cstdint>
@@ -212,7 +214,7 @@ __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, c
   constexpr int kVec = 16 / sizeof(T);
   const int k = static_cast<int>(s.k), ld = static_cast<int>(s.ld);
   const int threads = static_cast<int>(blockDim.x), tid = static_cast<int>(threadIdx.x);
-  if (k % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+  if (can_stage_vectors(src, s)) {
     // In units of 16-byte vectors: rows of k / kVec vectors, padded rows of ld / kVec.
     const int total = static_cast<int>(rows) * (k / kVec);
     FlatWalk w(tid, threads, k / kVec, ld / kVec);
@@ -223,6 +225,40 @@ __device__ __forceinline__ void stage_rows(T* dst, const T* src, int64_t rows, c
     FlatWalk w(tid, threads, k, ld);
     for (int i = tid; i < total; i += threads, w.next()) dst[w.pad] = __ldcg(src + i);
   }
+}
+
+// Whether stage_rows / stage_own_k_tiles may copy 16 bytes at a time from `src` (block-uniform):
+// rows of K elements start 16-byte aligned when K is a multiple of the vector and src is.
+template <typename T>
+__device__ __forceinline__ bool can_stage_vectors(const T* src, const ProductShape& s) {
+  return s.k % (16 / static_cast<int64_t>(sizeof(T))) == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+}
+
+// Warp-local staging (where can_stage_vectors holds): warp w copies only the k-tiles it
+// multiplies in block_product (w, w + warps, ...), for all `rows` rows, then waits for its own
+// copies (cp.async.wait_all) and syncs its lanes (__syncwarp orders their shared-memory writes
+// for the warp). No block barrier between staging and product: each warp starts its product as
+// its own copies land, while others are still copying. The same number of copies per thread as
+// stage_rows in the target shape (16 rows x 2 vectors x 6 k-tiles = 6 per lane, bf16).
+// Columns past K (the last k-tile's tail) are the zero pad, never copied.
+template <typename T>
+__device__ __forceinline__ void stage_own_k_tiles(T* dst, const T* src, int64_t rows, const ProductShape& s) {
+  constexpr int kVec = 16 / sizeof(T), kPerTile = kTileK / kVec;  // 16-byte vectors per k-tile row
+  const int k = static_cast<int>(s.k), ld = static_cast<int>(s.ld);
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int warps = static_cast<int>(blockDim.x / 32);
+  const int items = static_cast<int>(rows) * kPerTile;  // (row, vector) pairs of one k-tile
+  // Lane -> (row, vector) once (the target shape: 32 pairs, one per lane), then along the row
+  // from k-tile to k-tile: a compare, two address steps and the copy per 16 bytes.
+  const int step = warps * kTileK;
+  for (int i = lane; i < items; i += 32) {
+    const int row = i / kPerTile, c0 = warp * kTileK + (i % kPerTile) * kVec;  // kPerTile: a power of 2
+    const T* from = src + row * k + c0;
+    T* to = dst + row * ld + c0;
+    for (int col = c0; col < k; col += step, from += step, to += step) cp_async16_cg(to, from);
+  }
+  cp_async_wait_all();
+  __syncwarp();
 }
 
 // Zero the pad columns [K, ld) of `rows` rows (once per kernel: staging never writes them).

@@ -19,7 +19,9 @@
 // Block p owns units [p*U, p*U + U) with all their gates (layout.cuh); its W_hh rows stay in
 // shared memory for all T steps (A of block_product.cuh: row g*U + ul is W_hh row g*H + u0 + ul;
 // rows of units past H are zero). Per step t (t = T-1..0 when reverse), per tile of BT sequences:
-//   stage h_{t-1} from hx in shared memory (B): cp.async copies through L2, all in flight at once;
+//   stage h_{t-1} from hx in shared memory (B): cp.async copies through L2, all in flight at once
+//   (one tile per step: each warp stages the k-tiles it multiplies and starts on them, no block
+//   barrier between staging and product);
 //   the block's product gates_h = W_hh[rows] h_{t-1}, split over warps (tensor cores for 16-bit);
 //   one thread per (sequence, unit) item: the cell update from the warps' partial sums, writing
 //   out, saved and hx[next];
@@ -112,6 +114,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
   const int rbl = mine ? tid / nui : 0, rul = mine ? tid % nui : 0;  // the resident item
   float r_h = 0.f, r_c = 0.f;
   int r_len = 0;
+  // Warp-local staging (block_product.cuh stage_own_k_tiles) when the batch is one tile and h
+  // can be copied in 16-byte vectors: both halves of hx qualify or neither (B*H*itemsize is a
+  // multiple of 16 when H is a multiple of the vector). Block-uniform.
+  const bool own_tiles = resident && !(a.variant & kVariantBlockStaging) && can_stage_vectors(a.hx, shape) &&
+                         can_stage_vectors(a.hx + B * H, shape);
 
   // gx of item (b, u0 + ul) at step t: G values, H apart.
   auto load_gx = [&](int t, int64_t b, int ul, float (&gx)[G]) {
@@ -162,6 +169,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
     if (Cell::kHasCellState) r_c = to_float(a.c0[off]);
     r_len = a.lengths[rbl];
   }
+  // The next step's gx prefetch (before each grid.sync below): rows b*G + g of nu units each,
+  // the same pattern every step at a base that moves by B*G*H elements; where that is a whole
+  // number of 32-byte sectors and the hints fit one per thread (the target shape: 64 rows x 2
+  // sectors on 256 threads), each thread's hint offset is computed once here.
+  const int64_t pf_sectors = (nu * static_cast<int64_t>(sizeof(T)) + 31) / 32 + 1;
+  const bool pf_once = (B * G * H * static_cast<int64_t>(sizeof(T))) % 32 == 0 && B * G * pf_sectors <= threads;
+  const int64_t pf_off = pf_once ? prefetch_offset_l2(a.gx + u0, B * G, H * sizeof(T), nu * sizeof(T)) : kNoPrefetch;
   grid.sync();
 
   for (int k = 0; k < TT; ++k) {
@@ -172,9 +186,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
     if (mine) load_gx(t, rbl, rul, r_gx);  // consumed after the product
     for (int64_t b0 = 0; b0 < B; b0 += a.batch_tile) {
       const int64_t nb = (B - b0) < a.batch_tile ? (B - b0) : a.batch_tile;
-      __syncthreads();  // the previous tile's readers are done with h_s and part_s
-      if (!(a.variant & kVariantSkipStaging)) stage_rows(h_s, h_prev + b0 * H, nb, shape);
-      __syncthreads();
+      if (own_tiles) {
+        // One tile per step: the last readers of h_s and part_s were the previous step's, before
+        // grid.sync() (a block barrier too), and each warp reads only the k-tiles it stages.
+        if (!(a.variant & kVariantSkipStaging)) stage_own_k_tiles(h_s, h_prev, nb, shape);
+      } else {
+        __syncthreads();  // the previous tile's readers are done with h_s and part_s
+        if (!(a.variant & kVariantSkipStaging)) stage_rows(h_s, h_prev + b0 * H, nb, shape);
+        __syncthreads();
+      }
       if (!(a.variant & kVariantSkipProduct)) block_product(w_s, h_s, nb, shape, pld, part_s, a.tf32);
       __syncthreads();
       if (resident) {
@@ -198,7 +218,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward_kernel(Forward
       // Next step's gx of this block's units (HBM latency hidden behind the barrier).
       const int64_t t_next = a.reverse ? t - 1 : t + 1;  // 64-bit: scales an offset
       if (!(a.variant & kVariantNoPrefetch)) {
-        prefetch_rows_l2(a.gx + t_next * B * G * H + u0, B * G, H * sizeof(T), nu * sizeof(T));
+        const T* next = a.gx + t_next * B * G * H + u0;
+        if (pf_once) {
+          if (pf_off != kNoPrefetch) prefetch_l2(reinterpret_cast<const char*>(next) + pf_off);
+        } else {
+          prefetch_rows_l2(next, B * G, H * sizeof(T), nu * sizeof(T));
+        }
       }
       grid.sync();  // h_t complete in every block before anyone reads it
     }

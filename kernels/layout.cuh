@@ -38,6 +38,7 @@ constexpr int kThreads = 256;      // threads per block
 constexpr uint32_t kVariantSkipStaging = 1;   // no copy of h / dgates into shared memory
 constexpr uint32_t kVariantNoPrefetch = 2;    // next step's inputs not fetched early (L2 prefetch / register loads)
 constexpr uint32_t kVariantSkipProduct = 4;   // no recurrent product (partials left as they are)
+constexpr uint32_t kVariantBlockStaging = 8;  // forward: block-wide staging even for one tile (results right)
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileM = 16, kTileN = 8, kTileK = 16;  // mma.m16n8k16 (block_product.cuh)
 constexpr int kMaxNTiles = 8;      // n-tiles of C one warp accumulates at once (in registers)

@@ -5,7 +5,10 @@ Under ``torch.compile`` with autograd recording, a layer-direction is the operat
 eager mode, and its graph is kept under a handle until ``rnn_layer_recorded_backward`` takes it;
 before, the backward recomputed the forward. These tests prove:
 
-* one forward per layer-direction in a compiled forward + backward, on every CPU backend;
+* one forward per layer-direction in a compiled forward + backward, on every CPU backend; on a
+  kernel backend (cpu here; triton in tests/test_export_kernel_backends.py) that forward is the
+  backend's training form, whose saved activations are kept under the handle, and the backward
+  runs only the backward kernel (no autograd graph kept, none differentiated);
 * gradients of the input, the initial states and every parameter equal eager mode's (the same
   backend: bit for bit where eager runs the same per-layer calls);
 * a kept graph is freed after its backward, and when no backward follows;
@@ -52,6 +55,13 @@ def layer_runs(monkeypatch):
         return run_layer(*args, **kwargs)
 
     monkeypatch.setattr(backends, "run_layer", counting)
+    run_training_form = ops._run_training_form
+
+    def counting_training_form(chosen, form, cell, *args):  # a kernel backend's forward, saving for its backward
+        runs.append(cell)
+        return run_training_form(chosen, form, cell, *args)
+
+    monkeypatch.setattr(ops, "_run_training_form", counting_training_form)
     return runs
 
 
@@ -207,3 +217,77 @@ def test_export_keeps_the_portable_operator():
     targets = {n.target for n in program.graph.nodes if n.op == "call_function"}
     assert torch.ops.fastrnn.rnn_layer.default in targets
     assert torch.ops.fastrnn.rnn_layer_recorded.default not in targets
+
+
+CPU_CELLS = {**CELLS, "rnn_relu": (fastrnn.RNN, {"nonlinearity": "relu"})}
+
+
+@pytest.mark.skipif(not _cpu_available(), reason="the cpu backend is not built here")
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "lengths"])
+@pytest.mark.parametrize("cell", list(CPU_CELLS))
+def test_kernel_backend_runs_each_kernel_once_and_gives_eager_gradients(cell, packed):
+    """The cpu backend's training form: one forward and one backward kernel per layer-direction
+    (the recomputing backward ran the forward kernel twice, the recorded graph ran the backward
+    through a nested autograd call), bit for bit eager mode's numbers, with and without lengths."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from fastrnn.cpu import autograd as cpu_autograd
+    from kernel_helpers import LaunchCounter
+
+    torch.manual_seed(0)
+    cls, kwargs = CPU_CELLS[cell]
+    model = cls(5, 7, num_layers=2, bidirectional=True, backend="cpu", **kwargs)
+    x, hx = _inputs(model, torch.float32)
+    lengths = torch.tensor([6, 1, 4])
+
+    def through(module):  # (packing outside: Dynamo does not trace pack_padded_sequence)
+        def run(x, hx):
+            out, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x, hx)
+            return (pad_packed_sequence(out)[0] if packed else out), state
+        return run
+
+    run = through(model)
+    compiled = through(torch.compile(model, backend="aot_eager", fullgraph=True))
+    _loss_and_grads(compiled, model, x, hx)  # compiles
+    with LaunchCounter(cpu_autograd.LAUNCHES) as launches:
+        got = _loss_and_grads(compiled, model, x, hx)
+    assert (launches.count("forward"), launches.count("backward")) == (4, 4)
+    assert not ops._RECORDED
+    expected = _loss_and_grads(run, model, x, hx)
+    for k, (a, b) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"tensor {k}: {m}")
+
+
+@pytest.mark.skipif(not _cpu_available(), reason="the cpu backend is not built here")
+def test_training_form_keeps_the_kernels_saved_activations_and_no_graph():
+    args = [t.float() if t is not None else None for t in _layer_args()]
+    flags = [True] * 2 + [False] + [True] * 4 + [False]
+    out, _, _, handle = ops.rnn_layer_recorded_op("gru", *args, None, False, "cpu", flags)
+    record = ops._RECORDED[int(handle)]
+    assert record.trained == "cpu" and record.leaves is None  # no autograd graph kept
+    kept_out, workspace = record.outputs
+    assert workspace.dtype == torch.float32 and workspace.numel() == 4 * 2 * 4 * 5  # GRU: 4 saved per unit and step
+    assert torch.equal(kept_out, out)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["cpu"] if _cpu_available() else []))
+def test_inductor_reusing_a_dead_output_buffer_leaves_the_backward_its_own(backend):
+    """Inductor treats an operator's outputs as its buffers and writes a later result into the
+    memory of one the graph no longer reads (here the layer's output, dead after ``out * 2``, gets
+    ``mm``'s result). What a kept record reads in the backward (the training form's ``out``,
+    oneDNN's saved output) must not be that memory: the gradients came out wrong by ~70."""
+    torch.manual_seed(0)
+    model = fastrnn.GRU(8, 8, backend=backend)
+    w = torch.randn(8, 8)
+
+    def f(x):
+        out, _ = model(x)
+        y = torch.mm((out * 2).view(-1, 8), w) + 1
+        return (y * y).sum()
+
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    leaves = [x, *model.parameters()]
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True)(x), leaves)
+    expected = torch.autograd.grad(f(x), leaves)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -94,6 +94,30 @@ def test_large_h_regime_matches_reference(cell_name, case, monkeypatch):
     check_layer(CELLS[cell_name], *args, kernel="large_h_forward")
 
 
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "rnn_relu"])
+def test_small_h_split_fma_dot_matches_reference(cell_name):
+    """fp32 Elman H=72 pads to 128: the small-H forward cuts its FMA dot into 4 chunks of K
+    (launch.kernel_shape; one dot over K=128 spills on sm_90) and must still match."""
+    plan = triton_launch.make_plan(3, 72, 1, torch.float32, DEVICE, fma=True)
+    assert not plan.large_h and plan.block_h == 128 and plan.fma_ks == 4 and plan.forward_warps == 8
+    check_layer(CELLS[cell_name], 3, 3, 5, 72, True, [3, 1, 2], True, True)
+
+
+def test_kernel_shape_keeps_fp32_fma_dots_out_of_local_memory():
+    """The launch shapes bench/kernel_resources.py --triton measured spill-free on sm_90 (the
+    three spills it once allowed and the large-H forward below capacity at 4 warps)."""
+    shape = triton_launch.kernel_shape
+    assert shape(False, 128, 128, 1, True) == (8, 8, 4)  # Elman H=128: 2968 B in one dot
+    assert shape(False, 64, 64, 4, True) == (4, 8, 1)  # LSTM H=64: 416 B at 4 warps
+    assert shape(True, 512, 16, 3, True) == (8, 8, 16)  # GRU H=512: 2216 B in one dot
+    assert shape(True, 128, 16, 4, True) == (4, 8, 1)  # LSTM H=128: 240 B at 4 warps
+    assert shape(True, 64, 16, 3, True)[2] == 4  # chunks stay >= 16 deep (tl.dot's minimum)
+    assert shape(True, 16, 16, 3, True)[2] == 1
+    for large_h, block_h in ((False, 128), (True, 512)):  # tensor-core dots keep their shapes
+        warps, forward_warps, fma_ks = shape(large_h, block_h, 16 if large_h else block_h, 3, False)
+        assert forward_warps == warps and fma_ks == 1
+
+
 def test_large_h_chosen_beyond_small_capacity():
     """LSTM fp32 H=72 exceeds the small-H capacity (64): the large-H kernels run unforced."""
     assert small_h_capacity(4, 4) < 72

@@ -89,5 +89,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=not_auto,
+        training="fastrnn.cpu.autograd:TRAINING",
     )
 )

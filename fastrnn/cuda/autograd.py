@@ -32,7 +32,7 @@ from fastrnn import _C
 
 from ..cells import CELLS, Cell
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
-                     saved_inputs, uses_tf32)
+                     saved_inputs, TrainingForm, uses_tf32)
 
 # How many times each kernel was launched in this process ("forward", "backward"): the tests
 # read it to prove the CUDA kernels (not a fallback) ran.
@@ -94,3 +94,19 @@ def cuda_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_h
     """Backend entry point, signature of :func:`fastrnn.reference.reference_layer`."""
     return run_layer(CudaLayer, "CUDA", cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
                      weight_hr, lengths, reverse)
+
+
+# The training form (fastrnn/ops.py): TF32 is read from torch's flag in the forward and again in
+# the backward (the Function decides once; a flag flipped between the two is the caller's doing).
+
+
+def _forward_saving(cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    return forward_pass(cell, reverse, uses_tf32(x.dtype), lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+
+
+def _backward_from_saved(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved):
+    return backward_pass(cell, reverse, uses_tf32(x.dtype), dout, dh_t, dc_t, h0, w_hh, lengths, out, saved)
+
+
+# The training form of compiled training (fastrnn/ops.py): the kernels called directly.
+TRAINING = TrainingForm(_forward_saving, _backward_from_saved)

@@ -118,5 +118,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("cuda"),  # only where verified on a GPU and measured faster than torch
+        training="fastrnn.cuda.autograd:TRAINING",
     )
 )

@@ -33,7 +33,10 @@ from ..backends import LayerProblem
 from ..cells import cell_of
 from ..packing import check_packed
 from ..tracing import compiling, tracing
-from .state_checks import StateError, check_module_state, check_weights, weight_names, weight_shapes
+from .state_checks import StateError, check_module_state, check_weights, sizes_of, weight_names, weight_shapes
+
+# torch.jit.is_tracing() less its TorchScript branch (a module's forward is not scripted): every step asks
+_jit_tracing = torch._C._is_tracing
 
 
 class RNNBase(nn.Module):
@@ -171,14 +174,14 @@ class RNNBase(nn.Module):
             return layer_stack.run_module(self, input, hx, batched, self._traced_layer)
         # The weights against the sizes, on every backend: torch's CPU kernel (run_module) checks
         # none, and the others would run on weights the sizes do not describe.
-        check_weights(self, self._flat_weights)
+        sizes = sizes_of(self)
+        check_weights(self, self._flat_weights, sizes)
         if isinstance(input, PackedSequence):
             backend = backends.choose(self._problem(input, batched), self.backend)  # the one decision
         else:  # the one decision, by a tuple of what _problem reads: a batch-1 step costs as torch.nn's
-            key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
-                   self.bidirectional, self.bias, self.batch_first, input.device, input.dtype, input.shape)
+            key = (sizes, self.batch_first, input.device, input.dtype, input.shape)
             backend = backends.choose_by_key(key, lambda: self._problem(input, batched), self.backend)
-        run_layer = self._traced_layer if torch.jit.is_tracing() else backend.layer_runner()
+        run_layer = self._traced_layer if _jit_tracing() else backend.layer_runner()
         return backend.module_runner()(self, input, hx, batched, run_layer)
 
     def _traced_layer(self, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, lengths, reverse):
@@ -208,25 +211,28 @@ class RNNBase(nn.Module):
 
     def _check_forward_input(self, input) -> bool:
         """torch.nn's checks of the input (type, rank, dtype, device, size); -> batched."""
+        if isinstance(input, Tensor):  # (first: the per-step case)
+            dim = input.dim()
+            if dim != 3 and dim != 2:
+                raise ValueError(f"{self._kind()}: Expected input to be 2D or 3D, got {dim}D instead")
+            self._check_input(input, dim)
+            return dim == 3
         if isinstance(input, PackedSequence):
             if torch.compiler.is_compiling() or torch.jit.is_tracing():
                 onnx.check_packed_exportable()  # an ONNX exporter is tracing: a clear error
             check_packed(input)  # before anything reads batch_sizes, on every backend
             self._check_input(input.data, expected_dim=2)
             return True
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{self._kind()}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        if input.dim() not in (2, 3):
-            raise ValueError(f"{self._kind()}: Expected input to be 2D or 3D, got {input.dim()}D instead")
-        self._check_input(input, expected_dim=input.dim())
-        return input.dim() == 3
+        raise TypeError(f"{self._kind()}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
 
     def _kind(self) -> str:
         """The class name torch.nn's errors give: RNN, LSTM or GRU."""
         return "RNN" if self.mode.startswith("RNN") else self.mode
 
     def _check_input(self, x: Tensor, expected_dim: int) -> None:
-        weight = self.weight_ih_l0
+        weight = self._parameters.get("weight_ih_l0")  # (Module.__getattr__ costs more: every step asks)
+        if weight is None:  # parametrized, or a plain tensor set by weight-drop code
+            weight = self.weight_ih_l0
         if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
             raise ValueError(
                 f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
@@ -239,7 +245,7 @@ class RNNBase(nn.Module):
             )
         if x.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
-        if x.size(-1) != self.input_size:
+        if x.shape[-1] != self.input_size:
             raise RuntimeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
             )
@@ -247,14 +253,15 @@ class RNNBase(nn.Module):
     def _initial_state(self, batch: int, x: Tensor, hx, packed: bool, batched: bool):
         """Validate hx as torch.nn does and return (h0, c0) of shape (layers*dirs, batch, *),
         zeros like ``x`` (dtype, device) when hx is None."""
-        h_out = self.proj_size if self.proj_size > 0 else self.hidden_size
-        h_shape = (self.num_layers * self.num_directions, batch, h_out)
-        c_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        # (every step runs this: each line is a few percent of a batch-1 step)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        h_shape = (layers, batch, self.proj_size if self.proj_size > 0 else self.hidden_size)
         lstm = self.cell.has_cell_state
         if hx is None:
             # torch.zeros as torch.nn writes it: jit.trace then records torch.nn's very nodes
             zeros = dict(dtype=x.dtype, device=x.device)
-            return torch.zeros(h_shape, **zeros), (torch.zeros(c_shape, **zeros) if lstm else None)
+            c0 = torch.zeros((layers, batch, self.hidden_size), **zeros) if lstm else None
+            return torch.zeros(h_shape, **zeros), c0
         if lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors, got {_describe(hx)}")
@@ -265,32 +272,31 @@ class RNNBase(nn.Module):
             h0, c0 = hx, None
         if not packed:
             want = 3 if batched else 2
-            dims = [t.dim() for t in (h0, c0) if t is not None]
-            if any(d != want for d in dims):
+            if h0.dim() != want or (lstm and c0.dim() != want):
                 kind = "batched 3-D" if batched else "unbatched 2-D"
                 if lstm:
                     raise RuntimeError(
                         f"For {kind} input, hx and cx should also be {want}-D but got "
-                        f"({dims[0]}-D, {dims[1]}-D) tensors"
+                        f"({h0.dim()}-D, {c0.dim()}-D) tensors"
                     )
-                raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {dims[0]}-D tensor")
+                raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {h0.dim()}-D tensor")
             if not batched:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
-        if packed and h0.dim() == 3 and torch.compiler.is_compiling():
+        elif h0.dim() == 3 and torch.compiler.is_compiling():
             # A traced PackedSequence without sorted_indices has a batch size known only as a value
             # (fastrnn/traced_packing.py); tell the tracer it equals hx's, checked at run time.
             torch._check(h0.shape[1] == batch)
-        names = ("hidden[0]", "hidden[1]") if lstm else ("hidden", None)
-        for name, tensor, shape in ((names[0], h0, h_shape), (names[1], c0, c_shape)):
-            if tensor is None:
-                continue
-            if tuple(tensor.shape) != shape:
+        checks = ((("hidden[0]", h0, h_shape), ("hidden[1]", c0, (layers, batch, self.hidden_size))) if lstm
+                  else (("hidden", h0, h_shape),))
+        dtype, device = x.dtype, x.device
+        for name, tensor, shape in checks:
+            if tensor.shape != shape:  # (torch.Size equals the tuple of its sizes)
                 raise RuntimeError(f"Expected {name} size {shape}, got {list(tensor.shape)}")
-            if tensor.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-                raise RuntimeError(f"Expected {name} with dtype {x.dtype} (the input's), got {tensor.dtype}")
-            if tensor.device != x.device:
-                raise RuntimeError(f"Expected {name} on device {x.device} (the input's), got {tensor.device}")
+            if tensor.dtype != dtype and not torch.is_autocast_enabled(device.type):
+                raise RuntimeError(f"Expected {name} with dtype {dtype} (the input's), got {tensor.dtype}")
+            if tensor.device != device:
+                raise RuntimeError(f"Expected {name} on device {device} (the input's), got {tensor.device}")
         return h0, c0
 
 

@@ -83,8 +83,10 @@ class RNNCellBase(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
-    def _step(self, cls_name: str, input: Tensor, states):
-        """Validate as torch.nn's cells do, run one step; ``states`` is a tuple of h (and c)."""
+    def _step(self, cls_name: str, input: Tensor, states, n_states: int):
+        """Validate as torch.nn's cells do, run one step; ``states`` is a tuple of h (and c), or
+        None for zeros; ``n_states``: how many the cell carries, 1 (h) or 2 (h, c), as the
+        calling forward's signature says (a step asks nothing it can be told)."""
         if input.dim() not in (1, 2):
             raise ValueError(f"{cls_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
@@ -92,21 +94,23 @@ class RNNCellBase(nn.Module):
         if compiling():  # compile/export: one operator for the step, deciding where it runs (ops.py)
             backend = run_cell = None
         else:  # the one decision of this call (jit.trace too: torch's cell kernel records as torch.nn's)
-            device, batch = x.device, x.shape[0]
+            device, batch = x.device, x.size(0)  # (not x.shape[0]: no torch.Size built)
             backend = backends.choose_by_key(  # a step costs what torch.nn's does: decide by a tuple
                 (self.mode, self.input_size, self.hidden_size, self.bias, device, x.dtype, batch),
                 lambda: LayerProblem(self.cell, device, x.dtype, self.input_size, self.hidden_size, 0,
                                      batch, 1, self.bias, False),  # a layer of one step
                 self.backend,
             )
-            run_cell = backend.cell_runner()
+            run_cell = backend.run_cell  # (backend.cell_runner() inline: a call is a few percent of a step)
+            if isinstance(run_cell, str):
+                run_cell = backend.cell_runner()
         if run_cell is not None:
             # torch's own cell kernel, called as torch.nn's cells call it: torch checks the rest
             # (with torch.nn's errors, since they are torch.nn's).
             if states is None:
                 # as torch.nn's cells write it: jit.trace then records torch.nn's very nodes
                 zeros = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
-                states = (zeros, zeros) if self.cell.has_cell_state else (zeros,)
+                states = (zeros,) * n_states
             elif not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
             out = run_cell(self, x, states)
@@ -118,7 +122,7 @@ class RNNCellBase(nn.Module):
         if x.device != self.weight_ih.device:
             raise RuntimeError(f"Expected input on the module's device {self.weight_ih.device}, got {x.device}")
         if states is None:
-            states = (x.new_zeros(x.size(0), self.hidden_size),) * (2 if self.cell.has_cell_state else 1)
+            states = (x.new_zeros(x.size(0), self.hidden_size),) * n_states
         else:
             want = 2 if batched else 1
             for k, s in enumerate(states):
@@ -169,10 +173,10 @@ class RNNCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
         if hx is None:
-            return self._step("RNNCell", input, None)[0]
+            return self._step("RNNCell", input, None, 1)[0]
         if hx.dim() not in (1, 2):
             self._check_hidden_dims("RNNCell", hx, "hidden")
-        return self._step("RNNCell", input, (hx,))[0]
+        return self._step("RNNCell", input, (hx,), 1)[0]
 
 
 class LSTMCell(RNNCellBase):
@@ -189,7 +193,7 @@ class LSTMCell(RNNCellBase):
                 _check_state_pair(hx)
                 for k, value in enumerate(hx):
                     self._check_hidden_dims("LSTMCell", value, f"hx[{k}]")
-        return self._step("LSTMCell", input, hx)
+        return self._step("LSTMCell", input, hx, 2)
 
 
 def _check_state_pair(hx) -> None:
@@ -212,7 +216,7 @@ class GRUCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor = None) -> Tensor:
         if hx is None:
-            return self._step("GRUCell", input, None)[0]
+            return self._step("GRUCell", input, None, 1)[0]
         if hx.dim() not in (1, 2):
             self._check_hidden_dims("GRUCell", hx, "hidden")
-        return self._step("GRUCell", input, (hx,))[0]
+        return self._step("GRUCell", input, (hx,), 1)[0]

@@ -170,32 +170,46 @@ def check_cell_state(module) -> None:
 _FLAT_SHAPES: Dict[tuple, list] = {}  # module sizes -> the shapes of its _flat_weights (a few entries)
 
 
-def _flat_shapes(module, count: int) -> list:
-    key = (module.mode, module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
-           module.bias, module.proj_size)
-    shapes = _FLAT_SHAPES.get(key)
+def sizes_of(module) -> tuple:
+    """What the shapes of a module's weights follow from, as :func:`weight_shapes` takes it: a
+    plain tuple, the key of :func:`check_weights`'s table (a forward builds it once and keys its
+    backend decision with it too)."""
+    return (module.mode, module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
+            module.bias, module.proj_size)
+
+
+def _flat_shapes(sizes: tuple, count: int) -> list:
+    shapes = _FLAT_SHAPES.get(sizes)
     if shapes is None:
+        mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size = sizes
         # The count first: nothing is built from sizes the weights do not bear out.
-        kinds = 2 + 2 * bool(module.bias) + (module.proj_size > 0)
-        if count != module.num_layers * (2 if module.bidirectional else 1) * kinds:
-            raise ValueError(f"{count} weights for num_layers={module.num_layers}, "
-                             f"bidirectional={module.bidirectional}, bias={module.bias}, proj_size={module.proj_size}")
-        shapes = [shape for per_direction in weight_shapes(*key) for shape in per_direction.values()]
+        kinds = 2 + 2 * bool(bias) + (proj_size > 0)
+        if count != num_layers * (2 if bidirectional else 1) * kinds:
+            raise ValueError(f"{count} weights for num_layers={num_layers}, "
+                             f"bidirectional={bidirectional}, bias={bias}, proj_size={proj_size}")
+        shapes = [shape for per_direction in weight_shapes(mode, input_size, hidden_size, num_layers, bidirectional,
+                                                           bias, proj_size)
+                  for shape in per_direction.values()]
         if len(_FLAT_SHAPES) < 1024:
-            _FLAT_SHAPES[key] = shapes
+            _FLAT_SHAPES[sizes] = shapes
     return shapes
 
 
-def check_weights(module, weights) -> None:
+def check_weights(module, weights, sizes: tuple = None) -> None:
     """Before a backend reads ``weights`` (the module's ``_flat_weights``): their shapes are the
-    ones the module's attributes imply (attributes may have been changed after load)."""
+    ones the module's attributes imply (attributes may have been changed after load). ``sizes``:
+    :func:`sizes_of` the module, when the caller has it already."""
     try:
         shapes = [w.shape for w in weights]
     except AttributeError:  # a weight deleted (weight-drop code does, between forwards): None
         missing = module._flat_weights_names[[w is None for w in weights].index(True)]
         raise AttributeError(f"'{type(module).__name__}' object has no attribute '{missing}'") from None
     try:
-        want = _flat_shapes(module, len(weights))
+        if sizes is None:
+            sizes = sizes_of(module)
+        want = _FLAT_SHAPES.get(sizes)  # (the common case inline: every forward asks)
+        if want is None:
+            want = _flat_shapes(sizes, len(weights))
     except (TypeError, ValueError) as e:  # a count that does not match; unhashable or unknown values
         raise StateError(f"{type(module).__name__}: its attributes do not describe its weights: {e}") from None
     if shapes != want:  # torch.Size equals the tuple of its sizes

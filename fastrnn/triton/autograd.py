@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..cells import CELLS, Cell
 from ..fused import (backward_outputs, differentiable_backward, input_projection, run_layer, save_inputs,
-                     saved_inputs, uses_tf32)
+                     saved_inputs, TrainingForm, uses_tf32)
 from .backend import interpreting
 from .backward import recurrent_backward_kernel
 from .cell_ids import NUM_SAVED, kernel_constants
@@ -101,8 +101,9 @@ def forward_pass(cell: Cell, reverse: bool, lengths: Tensor, x, h0, c0, w_ih, w_
     h_t = _empty(batch, hidden, like=h0_c)
     c_t = _empty(batch, hidden, like=h0_c) if cell.has_cell_state else h_t
     saved = _empty(seq_len, batch, NUM_SAVED[cell.kernel_id] * hidden, like=x, dtype=torch.float32)
-    plan = make_plan(batch, hidden, cell.num_gates, x.dtype, x.device)
-    consts = _constants(cell, hidden, reverse, plan, x.dtype)
+    plan = make_plan(batch, hidden, cell.num_gates, x.dtype, x.device, fma=_dot_precision(x.dtype) == "ieee")
+    # The forward's own shape (launch.kernel_shape): its warps and K chunks of an fp32 FMA dot.
+    consts = dict(_constants(cell, hidden, reverse, plan, x.dtype), num_warps=plan.forward_warps, FMA_KS=plan.fma_ks)
     with _device_guard(x):  # Triton launches on the current CUDA device
         if not plan.large_h:
             recurrent_forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
@@ -218,3 +219,18 @@ def triton_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight
     """Backend entry point, signature of :func:`fastrnn.reference.reference_layer`."""
     return run_layer(TritonLayer, "Triton", cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
                      weight_hr, lengths, reverse)
+
+
+def _forward_saving(cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    return forward_pass(cell, reverse, lengths, x, h0, c0, w_ih, w_hh, b_ih, b_hh)[:4]
+
+
+def _backward_from_saved(cell, reverse, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved):
+    # The plan again from the sizes: the same tiles and warps as the forward's; run_large_h
+    # decides the large-H launch mode again as it did there.
+    plan = make_plan(x.shape[1], w_hh.shape[1], cell.num_gates, x.dtype, x.device)
+    return backward_pass(cell, reverse, plan, dout, dh_t, dc_t, x, h0, c0, w_hh, lengths, out, saved)
+
+
+# The training form of compiled training (fastrnn/ops.py): the kernels called directly.
+TRAINING = TrainingForm(_forward_saving, _backward_from_saved)

@@ -95,5 +95,6 @@ register_backend(
         unavailable=unavailable,
         unsupported=unsupported,
         auto=auto_rule("triton"),  # only where verified on a GPU and measured faster than torch
+        training="fastrnn.triton.autograd:TRAINING",
     )
 )

@@ -127,12 +127,14 @@ def forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn,
         tl.store(saved_ptr + sv_offs + 3 * H, o, mask=mask)
         tl.store(saved_ptr + sv_offs + 4 * H, c, mask=mask)
     elif CELL == GRU:
-        gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
-        gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
-        gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+        # The dots before the loads of gx: three (BLOCK_B, units) gx tiles live across the dots
+        # push the fp32 large-H forward into local memory (56 B at H=512 in 16 chunks; 0 so).
         gh_r = recurrent_dot(hd, w0, DOT_PRECISION, SPLIT_K)
         gh_z = recurrent_dot(hd, w1, DOT_PRECISION, SPLIT_K)
         gh_n = recurrent_dot(hd, w2, DOT_PRECISION, SPLIT_K) + b_hn[None, :]
+        gx_r = tl.load(gx_ptr + gx_offs, mask=mask, other=0.0).to(tl.float32)
+        gx_z = tl.load(gx_ptr + gx_offs + H, mask=mask, other=0.0).to(tl.float32)
+        gx_n = tl.load(gx_ptr + gx_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
         r, z, n, h_new = gru_forward(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h)
         tl.store(saved_ptr + sv_offs, r, mask=mask)
         tl.store(saved_ptr + sv_offs + H, z, mask=mask)

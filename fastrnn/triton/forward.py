@@ -68,11 +68,22 @@ def recurrent_forward_kernel(
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 operands)
     WIDEN_WEIGHTS: tl.constexpr,  # interpreter-only bf16 workaround, see autograd._widen_weights
+    FMA_KS: tl.constexpr,  # K chunks of the fp32 FMA dot (launch.kernel_shape); 1: one 2-D dot
 ):
     offs_b, mask_b, offs_h, mask_h, mask, state_offs = batch_tile(B, H, BLOCK_B, BLOCK_H)
 
     # W_hh^T on chip for all steps, one tile per gate.
     w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_h, mask_h, offs_h, mask_h, True, WIDEN_WEIGHTS)
+    # An fp32 FMA dot over all of K = BLOCK_H spills at BLOCK_H = 128 (each thread holds its
+    # operands over all of K): cut K into FMA_KS chunks of KC, cell_step.recurrent_dot's batched
+    # form (W as (FMA_KS, KC, BLOCK_H), h as (FMA_KS, BLOCK_B, KC)). Tensor-core dots keep one dot.
+    SPLIT_K: tl.constexpr = FMA_KS > 1 and DOT_PRECISION == "ieee"
+    KC: tl.constexpr = BLOCK_H // FMA_KS
+    if SPLIT_K:
+        w0 = tl.reshape(w0, (FMA_KS, KC, BLOCK_H))
+        w1 = tl.reshape(w1, (FMA_KS, KC, BLOCK_H))
+        w2 = tl.reshape(w2, (FMA_KS, KC, BLOCK_H))
+        w3 = tl.reshape(w3, (FMA_KS, KC, BLOCK_H))
 
     h = tl.load(h0_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
     c = tl.full((BLOCK_B, BLOCK_H), 0.0, tl.float32)
@@ -93,8 +104,10 @@ def recurrent_forward_kernel(
         gx_offs = row[:, None] * (G * H) + offs_h[None, :]
         sv_offs = row[:, None] * (S * H) + offs_h[None, :]
         hd = h.to(w0.dtype)  # the dot runs in the weights' dtype, accumulates in fp32
+        if SPLIT_K:  # (FMA_KS, BLOCK_B, KC): hd[s, b, i] = h[b, s*KC + i]
+            hd = tl.permute(tl.reshape(hd, (BLOCK_B, FMA_KS, KC)), (1, 0, 2))
         h_new, c = forward_step(hd, h, c, gx_offs, sv_offs, mask, active, w0, w1, w2, w3, b_hn, gx_ptr, saved_ptr,
-                                H, CELL, DOT_PRECISION, False)
+                                H, CELL, DOT_PRECISION, SPLIT_K)
         h = tl.where(active, h_new, h)
         out = tl.where(active, h_new, 0.0)
         tl.store(out_ptr + row[:, None] * H + offs_h[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)

@@ -138,6 +138,7 @@ def sliced_forward_kernel(
     BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     WIDEN_WEIGHTS: tl.constexpr,
+    FMA_KS: tl.constexpr,  # K chunks of the fp32 FMA dot (launch.kernel_shape); 1: one 2-D dot
 ):
     pid_g, groups, num_slices, num_tiles, offs_k, mask_k, offs_j, mask_j = slice_program(B, H, BLOCK_B, BLOCK_H,
                                                                                           BLOCK_HS)
@@ -145,9 +146,11 @@ def sliced_forward_kernel(
     # W_g[slice, :]^T as (BLOCK_H, BLOCK_HS) per gate: gates of the owned units from all of h.
     # On tensor cores (16-bit, TF32) cut along K into KS chunks of KC (cell_step.recurrent_dot):
     # one per warp (KS = 8 = num_warps at the sizes that use 8 warps), each at least 16 deep (the
-    # dot's minimum). The fp32 FMA dot keeps the 2-D form (split, it spills: 3 KB at H=1024).
-    SPLIT_K: tl.constexpr = DOT_PRECISION == "tf32"
-    KS: tl.constexpr = BLOCK_H // 16 if BLOCK_H // 16 < 8 else 8
+    # dot's minimum). The fp32 FMA dot ("ieee") is cut into FMA_KS chunks, which the launch picks
+    # per cell and size (launch.kernel_shape: split where the 2-D form spills, 2-D where the
+    # split does: 3 KB for the Elman forward at H=1024 in 8 chunks).
+    SPLIT_K: tl.constexpr = DOT_PRECISION == "tf32" or FMA_KS > 1
+    KS: tl.constexpr = (BLOCK_H // 16 if BLOCK_H // 16 < 8 else 8) if DOT_PRECISION == "tf32" else FMA_KS
     KC: tl.constexpr = BLOCK_H // KS
     w0, w1, w2, w3 = load_gate_tiles(w_ptr, G, H, offs_k, mask_k, offs_j, mask_j, True, WIDEN_WEIGHTS)
     if SPLIT_K:

@@ -76,8 +76,10 @@ class Plan:
     block_h: int  # padded hidden size
     block_hs: int  # large-H: hidden units per program (slice width)
     persistent: bool  # large-H: one launch with a grid barrier per step (else one launch per step)
-    num_warps: int
+    num_warps: int  # the backward kernel's warps
     groups: int  # grid size along the batch: small-H one program per tile; large-H batch groups
+    forward_warps: int = 4  # the forward kernel's warps (kernel_shape)
+    fma_ks: int = 1  # the forward kernel's FMA_KS: K chunks of an fp32 FMA dot (kernel_shape)
 
     def slices(self, hidden: int) -> int:
         return triton.cdiv(hidden, self.block_hs)
@@ -87,11 +89,42 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, device: torch.device) -> Plan:
+def kernel_shape(large_h: bool, block_h: int, block_hs: int, num_gates: int, fma: bool) -> tuple:
+    """-> (backward warps, forward warps, FMA_KS) for a layer-direction's kernels; ``fma``: the
+    dots are fp32 on FMA units (DOT_PRECISION "ieee"). These are the choices under which ptxas
+    keeps every kernel out of local memory on sm_90 (bench/kernel_resources.py --triton checks
+    them at the capacity sizes and at the fp32 large-H sizes below capacity; the measurements
+    are in bench/cuda_expectations.md, "Triton register budget").
+
+    An fp32 FMA tl.dot of (16 x K) by (K x N) makes each thread hold its rows and columns of both
+    operands over all of K, so it is K, not the tile, that sets the registers: the forward cuts
+    K into FMA_KS chunks (cell_step.recurrent_dot's batched form, one chunk per warp) and runs
+    8 warps. Measured spill without these: small-H Elman H=128 2968 B (8 warps, K=128; 0 with 4
+    chunks), small-H LSTM H=64 416 B (4 warps; 0 with 8), large-H GRU H=512 2216 B (0 with 16
+    chunks of 32), large-H forward at 4 warps for H <= 256 up to 5.6 KB (0 with 8). Tensor-core
+    dots (bf16, fp16, TF32) keep the shapes they had."""
+    if large_h:
+        num_warps = 4 if block_h * block_hs <= 64 * 64 else 8
+        if not fma:
+            return num_warps, num_warps, 1
+        # The GRU keeps gh_n apart from gx_n (r multiplies it): at K >= 256 it needs the split
+        # the LSTM and Elman forwards do without (those spill with it: 8 B at LSTM H=256).
+        return num_warps, 8, max(1, min(16, block_h // 16)) if num_gates == 3 else 1
+    num_warps = 4 if block_h <= 64 else 8
+    if not fma:
+        return num_warps, num_warps, 1
+    return num_warps, 8 if block_h >= 64 else num_warps, 4 if block_h >= 128 else 1
+
+
+def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, device: torch.device,
+              fma: bool = False) -> Plan:
+    """The regime and launch shape of one layer-direction; ``fma``: fp32 dots on FMA units
+    (autograd._dot_precision "ieee"), see kernel_shape."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     block_h = block_size(hidden)
     if FORCE_LARGE_H is None and hidden <= small_h_capacity(num_gates, itemsize):
-        return Plan(False, block_h, block_h, False, 4 if block_h <= 64 else 8, triton.cdiv(batch, BLOCK_B))
+        num_warps, forward_warps, fma_ks = kernel_shape(False, block_h, block_h, num_gates, fma)
+        return Plan(False, block_h, block_h, False, num_warps, triton.cdiv(batch, BLOCK_B), forward_warps, fma_ks)
     batch_tiles = triton.cdiv(batch, BLOCK_B)
     sms = 1 if interpreting() or device.type != "cuda" else _num_sms(device)
     if FORCE_LARGE_H is not None:
@@ -111,7 +144,8 @@ def make_plan(batch: int, hidden: int, num_gates: int, dtype: torch.dtype, devic
     groups = min(batch_tiles, max(1, sms // slices)) if persistent else batch_tiles
     if FORCE_LARGE_H is not None:
         groups = FORCE_LARGE_H.get("groups", groups)
-    return Plan(True, block_h, block_hs, persistent, 4 if block_h * block_hs <= 64 * 64 else 8, groups)
+    num_warps, forward_warps, fma_ks = kernel_shape(True, block_h, block_hs, num_gates, fma)
+    return Plan(True, block_h, block_hs, persistent, num_warps, groups, forward_warps, fma_ks)
 
 
 def step_ranges(seq_len: int, persistent: bool, backward: bool) -> list:

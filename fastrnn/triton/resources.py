@@ -32,8 +32,11 @@ _FP32_BUFFERS = ("saved_ptr", "hbuf_ptr", "cbuf_ptr", "dhbuf_ptr", "dcbuf_ptr")
 _TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}
 
 
-def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, arch: int = 90, num_warps=None):
-    """Compile one kernel for sm_``arch``; -> dict(regs, stack, smem, seconds, num_warps)."""
+def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, arch: int = 90, num_warps=None,
+                   fma_ks=None):
+    """Compile one kernel for sm_``arch`` in the shape the launch gives it (launch.kernel_shape:
+    warps, and the forward's FMA_KS), or with ``num_warps`` / ``fma_ks`` given;
+    -> dict(regs, stack, smem, seconds, num_warps, fma_ks)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -46,6 +49,14 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
     )
     if block_hs is not None:
         consts.update(BLOCK_HS=block_hs, BARRIER=True)
+    from .launch import kernel_shape  # (imports Triton: not before TRITON_INTERPRET is settled)
+
+    fma = dtype == "float32"  # DOT_PRECISION "ieee" above: the FMA dot
+    backward_warps, forward_warps, shape_ks = kernel_shape(block_hs is not None, block_h, block_hs or block_h,
+                                                           CELLS[cell].num_gates, fma)
+    forward = "FMA_KS" in kernel.arg_names
+    if forward:
+        consts.update(FMA_KS=shape_ks if fma_ks is None else fma_ks)
     signature = {}
     for name in kernel.arg_names:
         if name in consts:
@@ -65,7 +76,7 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
     attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
              for name, ty in signature.items() if ty.startswith("*")}
     if num_warps is None:
-        num_warps = 4 if (block_h if block_hs is None else block_h * block_hs // 64) <= 64 else 8
+        num_warps = forward_warps if forward else backward_warps
     start = time.time()
     compiled = triton_compile(
         ASTSource(kernel, signature, consts, attrs), target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
@@ -81,7 +92,7 @@ def compile_kernel(kernel, cell: str, dtype: str, hidden: int, block_hs=None, ar
             if match:
                 regs, stack = int(match.group(1)), int(match.group(2))
     return dict(regs=regs, stack=stack, smem=compiled.metadata.shared, seconds=time.time() - start,
-                num_warps=num_warps)
+                num_warps=num_warps, fma_ks=consts.get("FMA_KS"))
 
 
 QUICK = [("small", "lstm", "float32", 40), ("large", "gru", "bfloat16", 40)]
@@ -93,6 +104,13 @@ AT_CAPACITY = [  # (regime, cell, dtype, hidden): the largest sizes capacity.py 
     ("large", "gru", "float32", 512), ("large", "gru", "bfloat16", 1024),
     ("large", "lstm", "float32", 512), ("large", "lstm", "bfloat16", 1024), ("large", "lstm", "float16", 1024),
 ]
+# The fp32 large-H kernels below capacity: their FMA dots spilled there (up to 5.6 KB) when only
+# the capacity sizes were checked (launch.kernel_shape).
+FP32_BELOW_CAPACITY = [
+    ("large", "rnn_tanh", "float32", 256), ("large", "gru", "float32", 128), ("large", "gru", "float32", 256),
+    ("large", "lstm", "float32", 128), ("large", "lstm", "float32", 256),
+]
+CHECKED = AT_CAPACITY + FP32_BELOW_CAPACITY
 
 
 def run(configs, arch: int = 90):
@@ -111,7 +129,7 @@ def run(configs, arch: int = 90):
             r.update(kernel=kernel.fn.__name__, cell=cell, dtype=dtype, hidden=hidden)
             r["fits"] = r["smem"] <= H100_SMEM_PER_BLOCK
             r["text"] = (f"{kernel.fn.__name__:26s} {cell:8s} {dtype:8s} H={hidden:<5d} warps={r['num_warps']} "
-                         f"regs={r['regs']} spill_stack={r['stack']}B smem={r['smem'] / 1024:.0f}KB"
+                         f"fma_ks={r['fma_ks'] or '-'} regs={r['regs']} spill_stack={r['stack']}B smem={r['smem'] / 1024:.0f}KB"
                          f"{'' if r['fits'] else ' > 227KB: WILL NOT LAUNCH'} ({r['seconds']:.1f}s)")
             yield r
 
@@ -123,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90)
     args = parser.parse_args(argv)
     too_big = 0
-    for r in run(QUICK if args.quick else AT_CAPACITY, args.arch):
+    for r in run(QUICK if args.quick else CHECKED, args.arch):
         too_big += not r["fits"]
         print(r["text"], flush=True)
     return 1 if too_big else 0

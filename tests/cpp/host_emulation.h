@@ -4,6 +4,7 @@
 // -pthread, CUDA's include folder on the path for cuda_fp16.h / cuda_bf16.h).
 //
 // Emulated: threadIdx / blockIdx / blockDim / gridDim, __syncthreads() (a barrier per block),
+// __syncwarp() (a barrier per warp),
 // mma.sync m16n8k16 and m16n8k8.tf32 and ldmatrix.x4 (fastrnn_emu::mma_*, ldmatrix_x4: the lanes of a warp exchange their fragments
 // through a barrier per warp, so every lane must call it, as on the GPU; the fragment layout is
 // the PTX ISA's, restated in kernels/mma.cuh), __ldcg (a plain load: std::barrier orders memory),
@@ -118,6 +119,10 @@ void launch(Kernel kernel, int grid, int block, size_t smem_bytes, const Args& a
 }  // namespace fastrnn_emu
 
 inline void __syncthreads() { fastrnn_emu::current_block->barrier.arrive_and_wait(); }
+// The calling warp's barrier (every lane calls it, as kernels/ does: full mask only).
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  fastrnn_emu::current_block->warps[threadIdx.x / 32]->barrier.arrive_and_wait();
+}
 
 namespace fastrnn_emu {
 

@@ -16,6 +16,7 @@
 #include "forward.cuh"
 #include "persistent_reference.h"
 
+#include <algorithm>
 #include <type_traits>
 
 namespace {
@@ -209,6 +210,26 @@ void check_prefetch_tails() {
       if (!aligned || !covered || log.size() != needed) {
         std::printf("FAIL prefetch_rows_l2 offset=%ld span=%ld: aligned=%d covered=%d hints=%zu (want %zu)\n",
                     static_cast<long>(offset), static_cast<long>(span), aligned, covered, log.size(), needed);
+        ++fastrnn_test::failures;
+      }
+      // prefetch_offset_l2 (the forward's once-per-kernel offsets): one hint per thread at
+      // base + shift + offset hints exactly prefetch_rows_l2's sectors shifted, for a base
+      // moved by whole sectors (here 1024 bytes, as a step moves the forward's gx).
+      std::vector<const void*> once;
+      fastrnn_emu::prefetch_log = &once;
+      fastrnn_emu::launch([](Args a) {
+        const int64_t off = fastrnn::prefetch_offset_l2(a.base, a.rows, a.stride, a.span);
+        if (off != fastrnn::kNoPrefetch) fastrnn::prefetch_l2(a.base + 1024 + off);
+      }, 1, 64, 0, args);
+      fastrnn_emu::prefetch_log = nullptr;
+      std::vector<uintptr_t> want, got;
+      for (const void* p : log) want.push_back(reinterpret_cast<uintptr_t>(p) + 1024);
+      for (const void* p : once) got.push_back(reinterpret_cast<uintptr_t>(p));
+      std::sort(want.begin(), want.end());
+      std::sort(got.begin(), got.end());
+      if (got != want) {
+        std::printf("FAIL prefetch_offset_l2 offset=%ld span=%ld: %zu hints, want %zu\n", static_cast<long>(offset),
+                    static_cast<long>(span), got.size(), want.size());
         ++fastrnn_test::failures;
       }
     }
