@@ -128,7 +128,7 @@ def time_layers(cell, batch, hidden, seq_len, rounds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="GRU,RNN,LSTM")
+    parser.add_argument("--cells", default="GRU,RNN,LSTM", help="comma list of GRU, RNN (Elman tanh), LSTM")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -150,7 +150,11 @@ def main(argv=None):
           f"{'floor':>7s} {'cpu':>8s} {'cpu low':>8s} {'torch.nn':>8s} {'cpu/floor':>9s} {'torch/cpu':>9s} "
           f"{'cpu step':>8s} {'/floor':>9s} {'cpu call':>8s} {'torch call':>8s}\n"
           "(us per step; step: the marginal step, T/4 -> T; call: the fixed cost of one call, us)")
-    for cell in args.cells.split(","):
+    cells = [cell.strip().upper() for cell in args.cells.split(",")]
+    unknown = [cell for cell in cells if cell not in GATES]
+    if unknown:
+        parser.error(f"--cells: expected a comma list of {', '.join(GATES)}, got {', '.join(unknown)}")
+    for cell in cells:
         for batch in map(int, args.batches.split(",")):
             for hidden in map(int, args.sizes.split(",")):
                 fl = floor_us(cell, batch, hidden, peaks, args.l2_bytes, args.threads)

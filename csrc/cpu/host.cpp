@@ -13,6 +13,10 @@
 #include <thread>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "cells.h"
 #include "kernel_args.h"
 
@@ -108,13 +112,29 @@ int team_size(const Isa& isa, int64_t cell, int64_t B, int64_t H) {
   return (int)threads;
 }
 
-// Runs member(tid, n, workspace, barrier) on n threads at once (this one and n - 1 new ones:
-// the barrier needs every member running, which a thread pool that may run chunks one after
-// another cannot promise).
+// Runs member(tid, n, workspace, barrier) on n threads at once: the barrier needs every member
+// running, which a thread pool that may run chunks one after another cannot promise. On torch's
+// own OpenMP threads where OpenMP gives n of them (not inside another parallel region): new
+// threads would compete for the cores with torch's idle OpenMP workers, which spin for a while
+// after each parallel op (the input projection just before this), and a member waiting for a core
+// holds up every step's barrier (measured, GRU B=1 H=512 at 2 threads: a fixed cost of ~4.6 ms per
+// call on new threads). Else on this thread and n - 1 new ones.
 template <class Member>
 void run_team(int n, long workspace_floats, const Member& member) {
   std::vector<float> workspace(workspace_floats, 0.0f);
   std::vector<int> barrier(32, 0);
+#ifdef _OPENMP
+  bool ran = false;
+#pragma omp parallel num_threads(n)
+  {
+    if (omp_get_num_threads() == n) {  // all or none of the team runs the member
+      member(omp_get_thread_num(), n, workspace.data(), barrier.data());
+#pragma omp master
+      ran = true;
+    }
+  }
+  if (ran) return;
+#endif
   std::vector<std::thread> others;
   others.reserve(n - 1);
   for (int tid = 1; tid < n; ++tid) others.emplace_back([&, tid] { member(tid, n, workspace.data(), barrier.data()); });
